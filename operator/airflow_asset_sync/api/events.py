@@ -1,0 +1,159 @@
+"""Asset events as they travel: read from a source, wrapped for Kafka, marked in the target.
+
+One normalised `SourceEvent` shape covers both Airflow APIs (2.x `dataset_*` and 3.x
+`asset_*` names). The `Envelope` is the versioned Kafka message; the `Marker` is the object
+written into the target event's `extra` under `MARKER_KEY`.
+
+Why a marker in `extra` rather than a side table: it is the only place both Airflow APIs let a
+client store data with an event, and it is visible to whoever reads the target later. It is
+how a replayer recognises its own earlier writes after a crash (dedup) and how a poller skips
+events that were themselves synced (loop prevention for A <-> B pairs).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any, Self
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+MARKER_KEY = "airflow_asset_sync"
+SCHEMA = "airflow-asset-sync/event"
+SCHEMA_VERSION = 1
+
+#: Largest `extra` (serialised JSON bytes) carried across. Airflow accepts larger ones, but a
+#: megabyte-sized `extra` would also land in every Kafka message and every target database;
+#: such an event is rejected with a clear error and counted instead.
+MAX_EXTRA_BYTES = 256 * 1024
+
+
+class SourceEvent(BaseModel):
+    """One asset event as read from a source instance, in a version-neutral shape."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: int
+    uri: str
+    name: str | None = None
+    group: str | None = None
+    asset_id: int | None = None
+    extra: dict[str, Any] = Field(default_factory=dict)
+    timestamp: datetime
+    source_dag_id: str | None = None
+    source_task_id: str | None = None
+    source_run_id: str | None = None
+    source_map_index: int | None = None
+
+    @field_validator("timestamp")
+    @classmethod
+    def _aware(cls, value: datetime) -> datetime:
+        if value.tzinfo is None:
+            raise ValueError("event timestamp has no time zone")
+        return value.astimezone(UTC)
+
+    @field_validator("extra")
+    @classmethod
+    def _bounded(cls, value: dict[str, Any]) -> dict[str, Any]:
+        size = len(json.dumps(value, separators=(",", ":"), default=str))
+        if size > MAX_EXTRA_BYTES:
+            raise ValueError(f"extra is {size} bytes, above the {MAX_EXTRA_BYTES} byte limit")
+        return value
+
+    @property
+    def sort_key(self) -> tuple[datetime, int]:
+        """Delivery order: by time, id as the tie-breaker (as Airflow 3 sorts)."""
+        return (self.timestamp, self.id)
+
+    @property
+    def marker(self) -> Marker | None:
+        """The sync marker if this event was itself written by a sync."""
+        return Marker.from_extra(self.extra)
+
+
+class Marker(BaseModel):
+    """What a replayer writes under `extra[MARKER_KEY]` in the target."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    origin: str
+    event_id: int
+    timestamp: datetime
+    sync: str
+
+    @property
+    def key(self) -> tuple[str, int]:
+        """Dedup key: the same source event from the same origin is the same event."""
+        return (self.origin, self.event_id)
+
+    @classmethod
+    def from_extra(cls, extra: dict[str, Any] | None) -> Self | None:
+        raw = (extra or {}).get(MARKER_KEY)
+        if not isinstance(raw, dict):
+            return None
+        try:
+            return cls.model_validate(raw)
+        except ValueError:
+            return None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "origin": self.origin,
+            "event_id": self.event_id,
+            "timestamp": self.timestamp.isoformat(),
+            "sync": self.sync,
+        }
+
+
+class Envelope(BaseModel):
+    """The Kafka message value: a source event plus where it came from.
+
+    Versioned so that a replayer can skip (and count) messages of a schema it does not know
+    rather than crash on them; the key is the asset URI, so events of one asset stay ordered
+    within a partition.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    schema_: str = Field(SCHEMA, alias="schema")
+    version: int = SCHEMA_VERSION
+    sync: str
+    origin: str
+    event: SourceEvent
+
+    def marker(self) -> Marker:
+        return Marker(
+            origin=self.origin,
+            event_id=self.event.id,
+            timestamp=self.event.timestamp,
+            sync=self.sync,
+        )
+
+    def target_extra(self) -> dict[str, Any]:
+        """`extra` for the target event: the source's, without a stale marker, plus ours."""
+        extra = {k: v for k, v in self.event.extra.items() if k != MARKER_KEY}
+        extra[MARKER_KEY] = self.marker().to_json()
+        return extra
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json(by_alias=True).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Self:
+        """Parse a message value; raises `UnknownMessage` for anything that is not ours."""
+        try:
+            raw = json.loads(data)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise UnknownMessage("not JSON") from exc
+        if not isinstance(raw, dict) or raw.get("schema") != SCHEMA:
+            raise UnknownMessage("not an airflow-asset-sync event")
+        if raw.get("version") != SCHEMA_VERSION:
+            raise UnknownMessage(f"unknown schema version {raw.get('version')!r}")
+        try:
+            return cls.model_validate(raw)
+        except ValueError as exc:
+            raise UnknownMessage(f"invalid event: {exc.__class__.__name__}") from exc
+
+
+class UnknownMessage(ValueError):
+    """A Kafka message that is not an event of ours (skipped and counted, never fatal)."""

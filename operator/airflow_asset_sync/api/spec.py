@@ -1,0 +1,343 @@
+"""The `AirflowAssetSync` spec as pydantic models.
+
+The CRD schema in `crds/` is what the API server enforces; these models are what the code
+reads. They mirror each other field for field (camelCase on the wire, snake_case in Python),
+and `tests/unit/test_crd_matches_models.py` keeps them from drifting.
+
+Why no defaults are written back: GitOps tools (Argo CD, Flux) diff the live object against
+git, so a server-side default in `spec` shows as a permanent diff. Defaults therefore live
+here, as Python defaults, and never in the CRD.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Annotated, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+GROUP = "airflow-asset-sync.github.io"
+VERSION = "v1alpha1"
+KIND = "AirflowAssetSync"
+PLURAL = "airflowassetsyncs"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+#: Poll interval bounds: below 100 ms a source API is hammered for no latency gain; above an
+#: hour a "sync" is a batch job.
+MIN_POLL_INTERVAL = timedelta(milliseconds=100)
+MAX_POLL_INTERVAL = timedelta(hours=1)
+
+_DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)(ms|s|m|h))+$")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> timedelta:
+    """Parse a Go-style duration (`500ms`, `1s`, `1m30s`): the notation Kubernetes users know."""
+    if not _DURATION.fullmatch(text):
+        raise ValueError(f"{text!r} is not a duration like '500ms', '1s' or '1m30s'")
+    seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(text))
+    return timedelta(seconds=seconds)
+
+
+class Model(BaseModel):
+    """Base for spec models: camelCase aliases, unknown fields rejected, immutable."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+
+class ApiVersion(StrEnum):
+    """Which Airflow REST API an instance speaks: `v1` is Airflow 2.x, `v2` is Airflow 3.x."""
+
+    AUTO = "auto"
+    V1 = "v1"
+    V2 = "v2"
+
+
+class SecretUserPassword(Model):
+    """A Secret holding a username and a password."""
+
+    secret_name: Annotated[str, Field(min_length=1, max_length=253)]
+    username_key: str = "username"
+    password_key: str = "password"
+
+
+class SecretToken(Model):
+    """A Secret holding a static bearer token."""
+
+    secret_name: Annotated[str, Field(min_length=1, max_length=253)]
+    key: str = "token"
+
+
+class Auth(Model):
+    """How to authenticate to an Airflow instance. Exactly one of the three kinds.
+
+    - `basic`: HTTP basic auth (Airflow 2.x with the basic_auth API backend).
+    - `password`: username/password exchanged for a JWT at `/auth/token` (Airflow 3.x).
+    - `token`: a static bearer token.
+    """
+
+    basic: SecretUserPassword | None = None
+    password: SecretUserPassword | None = None
+    token: SecretToken | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Self:
+        kinds = [k for k in ("basic", "password", "token") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError(
+                f"auth needs exactly one of basic, password, token; got {kinds or 'none'}"
+            )
+        return self
+
+    @property
+    def secret_names(self) -> set[str]:
+        refs = [self.basic, self.password, self.token]
+        return {ref.secret_name for ref in refs if ref is not None}
+
+
+class Tls(Model):
+    """TLS options for an Airflow endpoint."""
+
+    ca_secret_name: str | None = None
+    ca_key: str = "ca.crt"
+    insecure_skip_verify: bool = False
+
+
+class Endpoint(Model):
+    """One Airflow instance: where it is and how to talk to it."""
+
+    url: Annotated[str, Field(pattern=r"^https?://[^\s/]+(/[^\s]*)?$", max_length=2048)]
+    api_version: ApiVersion = ApiVersion.AUTO
+    auth: Auth | None = None
+    tls: Tls | None = None
+    #: Identity of the instance written into the sync marker; defaults to the URL's origin.
+    instance_id: Annotated[str | None, Field(max_length=253)] = None
+
+    @property
+    def identity(self) -> str:
+        """The stable instance identity used in markers (never contains credentials)."""
+        if self.instance_id:
+            return self.instance_id
+        match = re.match(r"^(https?://[^/]+)(/.*)?$", self.url)
+        assert match is not None  # the field pattern guarantees it
+        base = re.sub(r"//[^@/]*@", "//", match.group(1))  # drop userinfo if any
+        path = (match.group(2) or "").rstrip("/")
+        return base + path
+
+
+class RewriteRule(Model):
+    """Map a source URI to a target URI: Python `re.sub(match, replace, uri, count=1)`."""
+
+    match: Annotated[str, Field(min_length=1)]
+    replace: str
+
+    @field_validator("match")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(
+                f"rewrite match {value!r} is not a valid regular expression: {exc}"
+            ) from exc
+        return value
+
+
+class UnknownAssetPolicy(StrEnum):
+    """What to do with an event whose asset the target does not know (HTTP 404).
+
+    `retry` keeps retrying with back-off: the migration case, where the consuming DAG is
+    deployed in the target later. `skip` drops it, counted and reported.
+    """
+
+    RETRY = "retry"
+    SKIP = "skip"
+
+
+class Target(Endpoint):
+    """A target Airflow instance plus how events are mapped into it."""
+
+    name: Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=40)]
+    rewrite: list[RewriteRule] = []
+    on_unknown_asset: UnknownAssetPolicy = UnknownAssetPolicy.RETRY
+
+    def map_uri(self, uri: str) -> str:
+        """Apply the first rewrite rule that matches (rules are tried in order)."""
+        for rule in self.rewrite:
+            new, count = re.subn(rule.match, rule.replace, uri, count=1)
+            if count:
+                return new
+        return uri
+
+
+class Pattern(Model):
+    """One filter pattern; `glob` (fnmatch, the default) or `regex` (full match)."""
+
+    glob: str | None = None
+    regex: str | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Self:
+        if (self.glob is None) == (self.regex is None):
+            raise ValueError("a pattern needs exactly one of glob or regex")
+        if self.regex is not None:
+            try:
+                re.compile(self.regex)
+            except re.error as exc:
+                raise ValueError(f"regex {self.regex!r} does not compile: {exc}") from exc
+        return self
+
+
+class AssetFilter(Model):
+    """Which source events are synced.
+
+    An event passes when it matches at least one `include` pattern (or `include` is empty)
+    and no `exclude` pattern; patterns are tried against both the asset URI and its name.
+    `sourceDagIds`, when set, keeps only events produced by those DAGs (glob patterns).
+    """
+
+    include: list[Pattern] = []
+    exclude: list[Pattern] = []
+    source_dag_ids: list[str] = []
+
+
+class KafkaSasl(Model):
+    """SASL credentials for Kafka, by Secret reference."""
+
+    mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    secret_name: Annotated[str, Field(min_length=1)]
+    username_key: str = "username"
+    password_key: str = "password"
+
+
+class KafkaSecurity(Model):
+    """Kafka transport security."""
+
+    protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl: KafkaSasl | None = None
+    ca_secret_name: str | None = None
+    ca_key: str = "ca.crt"
+
+
+class Kafka(Model):
+    """The Kafka topic between the poller and the replayers."""
+
+    bootstrap_servers: Annotated[list[str], Field(min_length=1)]
+    topic: Annotated[str | None, Field(pattern=r"^[a-zA-Z0-9._-]{1,249}$")] = None
+    security: KafkaSecurity | None = None
+
+
+class Worker(Model):
+    """Scheduling and resources of the worker pod (passed through to the Deployment)."""
+
+    image: str | None = None
+    resources: dict[str, dict[str, str]] | None = None
+    node_selector: dict[str, str] | None = None
+    tolerations: list[dict[str, object]] | None = None
+    affinity: dict[str, object] | None = None
+    priority_class_name: str | None = None
+
+
+class SyncSpec(Model):
+    """`spec` of an AirflowAssetSync."""
+
+    source: Endpoint
+    targets: Annotated[list[Target], Field(min_length=1, max_length=20)]
+    assets: AssetFilter = AssetFilter()
+    kafka: Kafka | None = None
+    start_from: str = "latest"
+    poll_interval: str = "1s"
+    suspend: bool = False
+    worker: Worker | None = None
+
+    @field_validator("start_from")
+    @classmethod
+    def _start_from(cls, value: str) -> str:
+        parse_start_from(value)
+        return value
+
+    @field_validator("poll_interval")
+    @classmethod
+    def _poll_interval(cls, value: str) -> str:
+        interval = parse_duration(value)
+        if not MIN_POLL_INTERVAL <= interval <= MAX_POLL_INTERVAL:
+            raise ValueError(f"pollInterval {value!r} must be between 100ms and 1h")
+        return value
+
+    @model_validator(mode="after")
+    def _unique_targets(self) -> Self:
+        names = [t.name for t in self.targets]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"target names must be unique; repeated: {', '.join(dupes)}")
+        return self
+
+    @property
+    def poll_interval_seconds(self) -> float:
+        return parse_duration(self.poll_interval).total_seconds()
+
+    @property
+    def start(self) -> StartFrom:
+        return parse_start_from(self.start_from)
+
+    def target(self, name: str) -> Target:
+        for t in self.targets:
+            if t.name == name:
+                return t
+        raise KeyError(name)
+
+
+StartFrom = Literal["latest", "earliest"] | datetime
+
+
+def parse_start_from(value: str) -> StartFrom:
+    """`latest`, `earliest`, or an RFC 3339 time with an offset (naive times are ambiguous)."""
+    if value in ("latest", "earliest"):
+        return value  # type: ignore[return-value]
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise ValueError(
+            f"startFrom {value!r} is not 'latest', 'earliest' or an RFC 3339 time"
+        ) from exc
+    if parsed.tzinfo is None:
+        raise ValueError(f"startFrom {value!r} needs a time zone offset, e.g. 'Z'")
+    return parsed.astimezone(UTC)
+
+
+class ObjectRef(Model):
+    """Namespace and name of the AirflowAssetSync; its identity in markers and topics."""
+
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+class SyncObject(BaseModel):
+    """A whole AirflowAssetSync as read from YAML or the API (metadata kept loosely)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    api_version: str = Field(alias="apiVersion")
+    kind: str
+    metadata: dict[str, object]
+    spec: SyncSpec
+
+    @model_validator(mode="after")
+    def _kind(self) -> Self:
+        if self.kind != KIND or self.api_version != API_VERSION:
+            raise ValueError(f"expected {API_VERSION} {KIND}, got {self.api_version} {self.kind}")
+        return self
+
+    @property
+    def ref(self) -> ObjectRef:
+        ns = self.metadata.get("namespace") or "default"
+        return ObjectRef(namespace=str(ns), name=str(self.metadata["name"]))

@@ -1,0 +1,100 @@
+"""The one interface both Airflow API clients implement, and their error tree.
+
+Error tree (``retriable`` is a class attribute, as in aiokafka)::
+
+    AirflowError
+     +-- Unavailable        retriable: 5xx, timeouts, connection errors (after retries ran out)
+     +-- AuthFailed         401/403 after a re-login attempt; a person must fix credentials
+     +-- AssetNotFound      404 for the asset: the target does not know it (yet)
+     +-- BadRequest         4xx other than the above: our request is wrong for this server
+     +-- BadResponse        the server answered, but not with what the API promises
+                            (HTML error page, missing fields, wrong types, oversized extra)
+
+The HTTP library's own exception is chained as ``__cause__``. Messages never contain
+credentials, tokens or request headers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar, Literal, Protocol
+
+from airflow_asset_sync.api.events import SourceEvent
+
+
+class AirflowError(Exception):
+    retriable: ClassVar[bool] = False
+
+
+class Unavailable(AirflowError):
+    retriable = True
+
+
+class AuthFailed(AirflowError):
+    pass
+
+
+class AssetNotFound(AirflowError):
+    pass
+
+
+class BadRequest(AirflowError):
+    pass
+
+
+class BadResponse(AirflowError):
+    pass
+
+
+@dataclass(frozen=True)
+class EventQuery:
+    """One page of the events listing.
+
+    ``timestamp_gte`` only exists in the 3.x API; the 2.x client raises ``BadRequest`` if it
+    is given. ``ascending`` orders by timestamp (3.x appends id as tie-breaker; 2.x has none).
+    ``asset_uri`` narrows to one asset (resolved to the instance's asset/dataset id).
+    """
+
+    limit: int = 100
+    offset: int = 0
+    ascending: bool = True
+    timestamp_gte: datetime | None = None
+    asset_uri: str | None = None
+
+
+@dataclass(frozen=True)
+class EventPage:
+    events: list[SourceEvent]
+    total_entries: int | None
+    #: Rows the server returned that failed validation; never silently dropped by callers.
+    invalid: list[BadResponse] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class PostedEvent:
+    id: int
+    uri: str
+    extra: dict[str, Any]
+
+
+class AirflowClient(Protocol):
+    """What the poller and the replayer need from an Airflow instance."""
+
+    @property
+    def api_version(self) -> Literal["v1", "v2"]: ...
+
+    @property
+    def page_limit(self) -> int:
+        """Largest page the server is known to return (100 unless configured otherwise)."""
+        ...
+
+    async def list_events(self, query: EventQuery) -> EventPage: ...
+
+    async def post_event(self, uri: str, extra: dict[str, Any]) -> PostedEvent:
+        """Create an event for the asset with exactly this URI; AssetNotFound if none."""
+        ...
+
+    async def asset_exists(self, uri: str) -> bool: ...
+
+    async def aclose(self) -> None: ...

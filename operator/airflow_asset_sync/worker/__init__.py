@@ -1,0 +1,1 @@
+"""The worker: poll a source, publish to a transport, replay into every target."""
