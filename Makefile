@@ -1,0 +1,38 @@
+# The two commands that matter: `make demo` (the main job) and `make test` (everything CI runs).
+SHELL := /bin/bash
+PY := .venv/bin/python
+export PYTHONPATH := operator:tests
+
+.PHONY: demo test lint unit rig-up rig-down venv provision clean
+
+venv:
+	@scripts/bootstrap-venv
+
+## demo: real Airflow 2.11 and 3.3 on loopback, one sync between them, events shown crossing.
+demo: venv
+	@$(PY) -m rig.demo
+
+## test: linters, then the whole test suite against the real rig (provisioned and cached).
+test: venv
+	@scripts/timed lint $(MAKE) --no-print-directory lint
+	@scripts/timed provision $(PY) -m rig.provision
+	@scripts/timed pytest $(PY) -m pytest -p no:cacheprovider --durations=15 $(PYTEST_ARGS)
+
+lint: venv
+	.venv/bin/ruff check operator tests
+	.venv/bin/ruff format --check operator tests
+	.venv/bin/mypy operator tests
+	.venv/bin/lint-imports
+
+## unit: the fast tests only (no rig).
+unit: venv
+	$(PY) -m pytest -m "not rig" -q
+
+provision: venv
+	$(PY) -m rig.provision
+
+rig-up: venv
+	$(PY) -m rig.up
+
+rig-down: venv
+	$(PY) -m rig.up down
