@@ -4,6 +4,7 @@ Error tree (``retriable`` is a class attribute, as in aiokafka)::
 
     AirflowError
      +-- Unavailable        retriable: 5xx, timeouts, connection errors (after retries ran out)
+     |    +-- WriteOutcomeUnknown  a POST failed after the request may have reached the server
      +-- AuthFailed         401/403 after a re-login attempt; a person must fix credentials
      +-- AssetNotFound      404 for the asset: the target does not know it (yet)
      +-- BadRequest         4xx other than the above: our request is wrong for this server
@@ -29,6 +30,16 @@ class AirflowError(Exception):
 
 class Unavailable(AirflowError):
     retriable = True
+
+
+class WriteOutcomeUnknown(Unavailable):
+    """A POST failed in a way that does not tell whether the event was created.
+
+    Neither Airflow API is idempotent: re-POSTing creates a second event. After a read
+    timeout, a dropped connection or a 500/502/504 the first attempt may have committed, so
+    the client does not retry blindly; the caller decides (e.g. look for its marker in the
+    target before writing again). Still ``retriable``: retrying is allowed, not free.
+    """
 
 
 class AuthFailed(AirflowError):

@@ -1,0 +1,151 @@
+"""Airflow 2.x client: the ``/api/v1`` dataset endpoints (2.4+; POST needs 2.9+).
+
+2.x addresses a dataset by URI for writes (``POST {dataset_uri, extra}``) but filters the
+listing by numeric ``dataset_id``, so the URI is resolved through
+``GET /api/v1/datasets/{uri}`` only when a listing is narrowed to one asset. Dataset rows
+are never deleted by 2.x (they are marked orphaned), so a resolved id stays valid and is
+cached for the life of the client.
+
+Connexion validates strictly: an unknown query parameter is a 400. The listing therefore
+sends exactly ``limit``, ``offset``, ``order_by`` and, when filtering, ``dataset_id``.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any, Literal, Self
+from urllib.parse import quote
+
+from airflow_asset_sync.clients.airflow.base import (
+    AssetNotFound,
+    BadRequest,
+    BadResponse,
+    EventPage,
+    EventQuery,
+    PostedEvent,
+)
+from airflow_asset_sync.clients.airflow.http import AirflowHttp, not_found
+from airflow_asset_sync.clients.airflow.wire import (
+    check_uri,
+    page_params,
+    parse_event_page,
+    parse_posted_event,
+    type_name,
+)
+
+EVENTS_PATH = "/api/v1/datasets/events"
+DATASETS_PATH = "/api/v1/datasets"
+
+
+class AirflowV1Client:
+    """`AirflowClient` for Airflow 2.x. Owns its `AirflowHttp` and closes it in `aclose`."""
+
+    def __init__(self, http: AirflowHttp, *, server_version: str | None = None) -> None:
+        self._http = http
+        self._server_version = server_version
+        self._ids: dict[str, int] = {}
+
+    @property
+    def api_version(self) -> Literal["v1"]:
+        return "v1"
+
+    @property
+    def page_limit(self) -> int:
+        return self._http.options.page_limit
+
+    @property
+    def server_version(self) -> str | None:
+        """Airflow's version string if auto-detection read it, else None."""
+        return self._server_version
+
+    @property
+    def http(self) -> AirflowHttp:
+        return self._http
+
+    def __repr__(self) -> str:
+        return f"AirflowV1Client(url={self._http.url!r}, server_version={self._server_version!r})"
+
+    async def list_events(self, query: EventQuery) -> EventPage:
+        """One page of ``GET /api/v1/datasets/events``, ordered by timestamp.
+
+        2.x has no time filter (apache/airflow#41126), so ``timestamp_gte`` is refused
+        rather than silently ignored; incremental reads use ``offset`` and dedupe on id.
+        An unknown ``asset_uri`` raises `AssetNotFound`.
+        """
+        if query.timestamp_gte is not None:
+            raise BadRequest(
+                "Airflow 2.x (/api/v1) cannot filter events by time; page with offset instead"
+            )
+        params = page_params(query)
+        if query.asset_uri is not None:
+            params["dataset_id"] = await self.dataset_id(query.asset_uri)
+        reply = await self._http.request("GET", EVENTS_PATH, params=params)
+        return parse_event_page(reply.json(), schema="v1", where=reply.where)
+
+    async def post_event(self, uri: str, extra: dict[str, Any]) -> PostedEvent:
+        """``POST /api/v1/datasets/events`` -> 200. 2.x always adds ``from_rest_api: true``.
+
+        The URI is compared raw (not normalised) by the server: ``s3://b/x/`` is a 404 even
+        if ``s3://b/x`` exists. A 405 means the server predates 2.9.
+        """
+        check_uri(uri)
+        reply = await self._http.request(
+            "POST",
+            EVENTS_PATH,
+            body={"dataset_uri": uri, "extra": extra},
+            write=True,
+            allow=(404, 405),
+        )
+        if reply.status == 404:
+            raise not_found(reply, f"dataset {uri!r}")
+        if reply.status == 405:
+            raise BadRequest(f"{reply.where}: creating dataset events needs Airflow 2.9 or later")
+        return parse_posted_event(reply.json(), schema="v1", where=reply.where, requested_uri=uri)
+
+    async def asset_exists(self, uri: str) -> bool:
+        try:
+            await self.dataset_id(uri, fresh=True)
+        except AssetNotFound:
+            return False
+        return True
+
+    async def dataset_id(self, uri: str, *, fresh: bool = False) -> int:
+        """The dataset id for exactly this URI (``GET /api/v1/datasets/{uri}``).
+
+        The URI is percent-encoded whole (``/`` too), as Airflow's own UI does; the route is
+        a ``path`` converter, so the server decodes it back before the exact lookup.
+        """
+        check_uri(uri)
+        if not fresh and uri in self._ids:
+            return self._ids[uri]
+        reply = await self._http.request(
+            "GET", f"{DATASETS_PATH}/{quote(uri, safe='')}", allow=(404,)
+        )
+        if reply.status == 404:
+            self._ids.pop(uri, None)
+            raise not_found(reply, f"dataset {uri!r}")
+        body = reply.json_object()
+        dataset_id, found_uri = body.get("id"), body.get("uri")
+        if not isinstance(dataset_id, int) or isinstance(dataset_id, bool):
+            raise BadResponse(
+                f"{reply.where}: dataset has no integer 'id' (got {type_name(dataset_id)})"
+            )
+        if found_uri != uri:
+            shown = repr(found_uri[:200]) if isinstance(found_uri, str) else type_name(found_uri)
+            raise BadResponse(f"{reply.where}: asked for dataset {uri!r}, got {shown}")
+        self._ids[uri] = dataset_id
+        return dataset_id
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()

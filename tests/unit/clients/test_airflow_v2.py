@@ -1,0 +1,407 @@
+"""AirflowV2Client (Airflow 3.x /api/v2) against a MockTransport fake of the real endpoints.
+
+Payloads are shaped like the ones observed on a real 3.3.2 (see the API reference, 2.1-2.5).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import httpx
+import pytest
+
+from airflow_asset_sync.clients.airflow.base import (
+    AssetNotFound,
+    BadRequest,
+    BadResponse,
+    EventQuery,
+)
+from airflow_asset_sync.clients.airflow.http import AirflowHttp, Credentials, HttpOptions
+from airflow_asset_sync.clients.airflow.v2 import AirflowV2Client
+
+URL = "http://airflow3.test:8080"
+URI = "s3://bucket/orders"
+
+
+def event(event_id: int = 1, **overrides: Any) -> dict[str, Any]:
+    """An asset event exactly as 3.3.2 serialises it."""
+    row: dict[str, Any] = {
+        "id": event_id,
+        "asset_id": 1,
+        "uri": URI,
+        "name": "orders",
+        "group": "asset",
+        "extra": {"copied_from": "a2", "from_rest_api": True},
+        "source_task_id": None,
+        "source_dag_id": None,
+        "source_run_id": None,
+        "source_map_index": -1,
+        "created_dagruns": [],
+        "timestamp": "2026-11-22T07:17:43.013686Z",
+        "partition_key": None,
+    }
+    row.update(overrides)
+    return row
+
+
+def asset(asset_id: int, uri: str) -> dict[str, Any]:
+    return {"id": asset_id, "name": uri.rsplit("/", 1)[-1], "uri": uri, "group": "asset"}
+
+
+class Fake3x:
+    """Routes like Airflow 3.x (token auth); records requests; assets are active ones."""
+
+    def __init__(self) -> None:
+        self.requests: list[httpx.Request] = []
+        self.assets: list[dict[str, Any]] = [
+            asset(7, "s3://bucket/orders-archive"),
+            asset(3, URI),
+            asset(8, "S3://BUCKET/ORDERS"),
+        ]
+        self.events: list[Any] = [event(1), event(2)]
+        self.override: dict[str, Callable[[httpx.Request], httpx.Response]] = {}
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        if request.headers.get("authorization") != "Bearer tkn-0123456789":
+            return httpx.Response(401, json={"detail": "Not authenticated"})
+        path = request.url.path
+        if path in self.override:
+            return self.override[path](request)
+        if path == "/api/v2/assets" and request.method == "GET":
+            params = request.url.params
+            pattern = params["uri_pattern"].lower()
+            matches = [a for a in self.assets if pattern in a["uri"].lower()]
+            offset, limit = int(params["offset"]), int(params["limit"])
+            return httpx.Response(
+                200,
+                json={"assets": matches[offset : offset + limit], "total_entries": len(matches)},
+            )
+        if path == "/api/v2/assets/events" and request.method == "GET":
+            return httpx.Response(
+                200, json={"asset_events": self.events, "total_entries": len(self.events)}
+            )
+        if path == "/api/v2/assets/events" and request.method == "POST":
+            body = json.loads(request.content)
+            known = {a["id"]: a for a in self.assets}
+            if body["asset_id"] not in known:
+                return httpx.Response(
+                    404, json={"detail": f"Asset with ID: `{body['asset_id']}` was not found"}
+                )
+            found = known[body["asset_id"]]
+            return httpx.Response(
+                200,
+                json=event(
+                    500,
+                    asset_id=found["id"],
+                    uri=found["uri"],
+                    extra={**body["extra"], "from_rest_api": True},
+                ),
+            )
+        return httpx.Response(404, json={"detail": "Not Found"})
+
+    def of(self, method: str, path: str) -> list[httpx.Request]:
+        return [r for r in self.requests if r.method == method and r.url.path == path]
+
+
+async def _no_sleep(delay: float) -> None:
+    return None
+
+
+def client(fake: Fake3x, *, options: HttpOptions | None = None) -> AirflowV2Client:
+    http = AirflowHttp(
+        URL,
+        auth="token",
+        credentials=Credentials(token="tkn-0123456789"),
+        options=options,
+        transport=httpx.MockTransport(fake),
+        sleep=_no_sleep,
+        rng=random.Random(0),
+    )
+    return AirflowV2Client(http)
+
+
+def query_of(request: httpx.Request) -> dict[str, str]:
+    return dict(request.url.params)
+
+
+# -- listing -----------------------------------------------------------------------------------
+
+
+async def test_listing_sends_limit_offset_and_order() -> None:
+    fake = Fake3x()
+    async with client(fake) as api:
+        page = await api.list_events(EventQuery(limit=50, offset=10, ascending=False))
+    (request,) = fake.requests
+    assert request.url.path == "/api/v2/assets/events"
+    assert query_of(request) == {"limit": "50", "offset": "10", "order_by": "-timestamp"}
+    assert [e.id for e in page.events] == [1, 2]
+    assert page.total_entries == 2
+
+
+async def test_timestamp_filter_is_utc_with_z_and_url_encoded() -> None:
+    fake = Fake3x()
+    cet = timezone(timedelta(hours=1))
+    since = datetime(2026, 11, 22, 8, 17, 43, 13686, tzinfo=cet)
+    async with client(fake) as api:
+        await api.list_events(EventQuery(timestamp_gte=since))
+    (request,) = fake.requests
+    assert query_of(request)["timestamp_gte"] == "2026-11-22T07:17:43.013686Z"
+    raw_query = request.url.query.decode()
+    assert "timestamp_gte=2026-11-22T07%3A17%3A43.013686Z" in raw_query
+    assert "+" not in raw_query  # an unencoded '+' would arrive as a space (HTTP 422)
+    assert "order_by=timestamp" in raw_query
+
+
+async def test_naive_timestamp_is_refused_without_a_request() -> None:
+    fake = Fake3x()
+    async with client(fake) as api:
+        with pytest.raises(BadRequest, match="time zone"):
+            await api.list_events(EventQuery(timestamp_gte=datetime(2026, 1, 1)))
+    assert fake.requests == []
+
+
+async def test_rows_map_asset_fields_including_name_and_group() -> None:
+    fake = Fake3x()
+    fake.events = [
+        event(
+            9,
+            asset_id=3,
+            name="orders",
+            group="finance",
+            source_dag_id="producer",
+            source_task_id="emit",
+            source_run_id="scheduled__1",
+            source_map_index=0,
+            created_dagruns=[{"run_id": "r", "dag_id": "d", "triggering": True}],
+        )
+    ]
+    async with client(fake) as api:
+        (got,) = (await api.list_events(EventQuery())).events
+    assert (got.id, got.asset_id, got.uri, got.name, got.group) == (
+        9,
+        3,
+        URI,
+        "orders",
+        "finance",
+    )
+    assert got.timestamp == datetime(2026, 11, 22, 7, 17, 43, 13686, tzinfo=UTC)
+    assert got.extra == {"copied_from": "a2", "from_rest_api": True}
+    assert (got.source_dag_id, got.source_task_id, got.source_run_id, got.source_map_index) == (
+        "producer",
+        "emit",
+        "scheduled__1",
+        0,
+    )
+
+
+async def test_asset_filter_sends_the_resolved_asset_id() -> None:
+    fake = Fake3x()
+    async with client(fake) as api:
+        await api.list_events(EventQuery(asset_uri=URI))
+    listing = fake.of("GET", "/api/v2/assets/events")[0]
+    assert query_of(listing)["asset_id"] == "3"
+
+
+# -- uri -> asset id ---------------------------------------------------------------------------
+
+
+async def test_resolution_keeps_only_the_exact_uri_among_pattern_matches() -> None:
+    fake = Fake3x()
+    async with client(fake) as api:
+        assert await api.asset_id(URI) == 3
+    (lookup,) = fake.of("GET", "/api/v2/assets")
+    assert query_of(lookup) == {
+        "uri_pattern": URI,
+        "only_active": "true",
+        "order_by": "id",
+        "limit": "100",
+        "offset": "0",
+    }
+
+
+async def test_resolution_pages_through_substring_matches() -> None:
+    fake = Fake3x()
+    fake.assets = [asset(i, f"{URI}-{i}") for i in range(10, 15)] + [asset(3, URI)]
+    async with client(fake, options=HttpOptions(page_limit=2)) as api:
+        assert await api.asset_id(URI) == 3
+    offsets = [query_of(r)["offset"] for r in fake.of("GET", "/api/v2/assets")]
+    assert offsets == ["0", "2", "4"]
+
+
+async def test_resolution_miss_is_asset_not_found_and_not_cached() -> None:
+    fake = Fake3x()
+    fake.assets = [asset(7, f"{URI}-archive")]
+    async with client(fake) as api:
+        with pytest.raises(AssetNotFound, match="no active asset"):
+            await api.post_event(URI, {})
+        fake.assets.append(asset(3, URI))  # the consuming DAG gets deployed
+        posted = await api.post_event(URI, {})
+    assert posted.uri == URI
+    assert len(fake.of("GET", "/api/v2/assets")) == 2
+    assert len(fake.of("POST", "/api/v2/assets/events")) == 1
+
+
+async def test_resolution_with_malformed_assets_answer_is_bad_response() -> None:
+    fake = Fake3x()
+    fake.override["/api/v2/assets"] = lambda r: httpx.Response(200, json={"assets": "nope"})
+    async with client(fake) as api:
+        with pytest.raises(BadResponse, match="'assets'"):
+            await api.asset_id(URI)
+
+
+async def test_resolution_with_non_integer_id_is_bad_response() -> None:
+    fake = Fake3x()
+    fake.assets = [{"id": "3", "uri": URI}]
+    async with client(fake) as api:
+        with pytest.raises(BadResponse, match="integer 'id'"):
+            await api.asset_id(URI)
+
+
+async def test_asset_exists() -> None:
+    fake = Fake3x()
+    async with client(fake) as api:
+        assert await api.asset_exists(URI) is True
+        assert await api.asset_exists("s3://bucket/orders-") is False
+
+
+# -- posting -----------------------------------------------------------------------------------
+
+
+async def test_post_sends_asset_id_and_extra_and_caches_the_id() -> None:
+    fake = Fake3x()
+    async with client(fake) as api:
+        first = await api.post_event(URI, {"k": 1})
+        await api.post_event(URI, {"k": 2})
+    posts = fake.of("POST", "/api/v2/assets/events")
+    assert [json.loads(p.content) for p in posts] == [
+        {"asset_id": 3, "extra": {"k": 1}},
+        {"asset_id": 3, "extra": {"k": 2}},
+    ]
+    assert posts[0].headers["content-type"] == "application/json"
+    assert len(fake.of("GET", "/api/v2/assets")) == 1
+    assert (first.id, first.uri, first.extra) == (500, URI, {"k": 1, "from_rest_api": True})
+
+
+async def test_stale_cached_id_is_refreshed_on_404_and_the_post_repeated_once() -> None:
+    fake = Fake3x()
+    async with client(fake) as api:
+        await api.post_event(URI, {})
+        # The asset was deactivated and a new one with the same URI became active.
+        fake.assets = [asset(9, URI)]
+        posted = await api.post_event(URI, {"n": 2})
+    bodies = [json.loads(p.content) for p in fake.of("POST", "/api/v2/assets/events")]
+    assert [b["asset_id"] for b in bodies] == [3, 3, 9]
+    assert bodies[-1]["extra"] == {"n": 2}
+    assert len(fake.of("GET", "/api/v2/assets")) == 2
+    assert posted.extra == {"n": 2, "from_rest_api": True}
+
+
+async def test_404_with_an_unchanged_id_is_asset_not_found() -> None:
+    fake = Fake3x()
+    fake.override["/api/v2/assets/events"] = lambda r: httpx.Response(
+        404, json={"detail": "Asset with ID: `3` was not found"}
+    )
+    async with client(fake) as api:
+        with pytest.raises(AssetNotFound):
+            await api.post_event(URI, {})  # fresh id: no second resolution
+        with pytest.raises(AssetNotFound):
+            await api.post_event(URI, {})
+    assert len(fake.of("POST", "/api/v2/assets/events")) == 2
+
+
+async def test_post_404_without_json_is_bad_request() -> None:
+    fake = Fake3x()
+    fake.override["/api/v2/assets/events"] = lambda r: httpx.Response(404, html="<html/>")
+    async with client(fake) as api:
+        with pytest.raises(BadRequest, match="URL"):
+            await api.post_event(URI, {})
+
+
+async def test_post_answer_without_uri_falls_back_to_the_requested_one() -> None:
+    fake = Fake3x()
+    fake.override["/api/v2/assets/events"] = lambda r: httpx.Response(
+        200, json={"id": 12, "uri": None, "extra": None}
+    )
+    async with client(fake) as api:
+        posted = await api.post_event(URI, {})
+    assert (posted.id, posted.uri, posted.extra) == (12, URI, {})
+
+
+# -- malformed listings ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("row", "expected"),
+    [
+        (event(4, uri=None), "event 4 row 0: field 'uri' must be a string, got null"),
+        (event(4, uri=""), "field 'uri' is empty"),
+        (event(4, name=5), "field 'name' must be a string, got number"),
+        (event(4, asset_id=1.5), "field 'asset_id' must be an integer"),
+        (event(4, id=2**70), "row 0: field 'id' must be an integer"),
+        (event(4, timestamp="yesterday"), "field 'timestamp' is not an ISO-8601 time"),
+        (event(4, timestamp="0001-01-01T00:00:00+01:00"), "field 'timestamp' is out of range"),
+        (event(4, extra={"deep": json.loads("[" * 80 + "]" * 80)}), "nested deeper than"),
+        (event(4, group={"a": 1}), "field 'group' must be a string, got object"),
+    ],
+)
+async def test_bad_rows_become_invalid_entries(row: dict[str, Any], expected: str) -> None:
+    fake = Fake3x()
+    fake.events = [row, event(5)]
+    async with client(fake) as api:
+        page = await api.list_events(EventQuery())
+    assert [e.id for e in page.events] == [5]
+    assert len(page.invalid) == 1
+    assert expected in str(page.invalid[0])
+
+
+async def test_non_finite_numbers_and_lone_surrogates_only_sink_their_row() -> None:
+    body = (
+        '{"asset_events": ['
+        '{"id": 1, "uri": "s3://a", "timestamp": "2026-01-01T00:00:00Z", "extra": {"x": NaN}},'
+        '{"id": 2, "uri": "s3://a", "timestamp": "2026-01-01T00:00:00Z",'
+        ' "extra": {"x": "\\ud800"}},'
+        '{"id": 3, "uri": "s3://a", "timestamp": "2026-01-01T00:00:00Z", "extra": {"x": 1.5}}'
+        '], "total_entries": 3}'
+    )
+    fake = Fake3x()
+    fake.override["/api/v2/assets/events"] = lambda r: httpx.Response(200, content=body.encode())
+    async with client(fake) as api:
+        page = await api.list_events(EventQuery())
+    assert [e.id for e in page.events] == [3]
+    messages = [str(p) for p in page.invalid]
+    assert "NaN" in messages[0]
+    assert "event 1" in messages[0]
+    assert "Unicode" in messages[1]
+    assert "event 2" in messages[1]
+
+
+async def test_html_error_page_with_200_is_bad_response() -> None:
+    fake = Fake3x()
+    fake.override["/api/v2/assets/events"] = lambda r: httpx.Response(
+        200, html="<!doctype html><title>Airflow</title>"
+    )
+    async with client(fake) as api:
+        with pytest.raises(BadResponse, match=r"/api/v2/assets/events \(HTTP 200\).*text/html"):
+            await api.list_events(EventQuery())
+
+
+async def test_html_5xx_page_after_retries_is_unavailable_naming_the_path() -> None:
+    from airflow_asset_sync.clients.airflow.base import Unavailable
+
+    fake = Fake3x()
+    fake.override["/api/v2/assets/events"] = lambda r: httpx.Response(502, html="<h1>502</h1>")
+    async with client(fake) as api:
+        with pytest.raises(Unavailable, match="/api/v2/assets/events: HTTP 502"):
+            await api.list_events(EventQuery())
+
+
+def test_identity_properties() -> None:
+    api = client(Fake3x())
+    assert api.api_version == "v2"
+    assert api.page_limit == 100
+    assert "tkn-0123456789" not in repr(api)
