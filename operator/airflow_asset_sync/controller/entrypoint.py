@@ -1,0 +1,105 @@
+"""Starting the operator: kopf settings and the `run_operator` entry point the CLI calls.
+
+Settings and why:
+- progress and diff-base in annotations under our group, never in `status`: the worker owns
+  `status.source` and `status.targets`, and kopf's default (`status.kopf`) would need
+  `x-kubernetes-preserve-unknown-fields` in an otherwise typed status schema;
+- our own finalizer name, so `kubectl get -o yaml` says who holds the object;
+- watch timeouts: without a server-side timeout a watch stream can go silent for good behind
+  some load balancers (see kopf's docs on `settings.watching.server_timeout`); ours makes the
+  API server end every watch after a few minutes and kopf re-lists;
+- events only for warnings and above: kopf would otherwise post every INFO log line as an
+  event on the object;
+- peering: with `peering` set, replicas elect one active operator through kopf's
+  (Cluster)KopfPeering object, which must exist (its CRDs come from kopf); the others pause
+  until its keep-alive expires. Each process takes a random priority unless one is given,
+  since kopf lets equal priorities run side by side.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import random
+from collections.abc import Sequence
+
+import kopf
+
+from airflow_asset_sync.api import spec as api
+from airflow_asset_sync.clients import kube
+from airflow_asset_sync.controller import handlers
+from airflow_asset_sync.controller.config import OperatorConfig
+
+#: Seconds the API server keeps one watch open; kopf's client gives up a bit later.
+WATCH_SERVER_TIMEOUT_SECONDS = 270
+WATCH_CLIENT_TIMEOUT_SECONDS = 300
+#: Threads for sync handlers: a reconcile is a handful of short API calls.
+HANDLER_THREADS = 8
+#: Seconds a standby waits after the active operator's last keep-alive before taking over.
+PEERING_LIFETIME_SECONDS = 30
+
+
+def build_settings(
+    *, clusterwide: bool, peering: str | None, priority: int | None
+) -> kopf.OperatorSettings:
+    settings = kopf.OperatorSettings()
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=api.GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=api.GROUP, key="last-handled-configuration"
+    )
+    settings.persistence.finalizer = f"{api.GROUP}/cleanup"
+    settings.watching.server_timeout = WATCH_SERVER_TIMEOUT_SECONDS
+    settings.watching.client_timeout = WATCH_CLIENT_TIMEOUT_SECONDS
+    settings.posting.level = logging.WARNING
+    settings.posting.reporting_component = "airflow-asset-sync-operator"
+    settings.execution.max_workers = HANDLER_THREADS
+    settings.peering.clusterwide = clusterwide
+    settings.peering.standalone = peering is None
+    settings.peering.mandatory = peering is not None
+    settings.peering.stealth = True
+    settings.peering.lifetime = PEERING_LIFETIME_SECONDS
+    if peering is not None:
+        settings.peering.name = peering
+    settings.peering.priority = priority if priority is not None else random.randint(1, 2**30)
+    return settings
+
+
+def run_operator(
+    *,
+    namespaces: Sequence[str] | None = None,
+    peering: str | None = None,
+    priority: int | None = None,
+    liveness_port: int | None = None,
+    metrics_port: int | None = None,
+    config: OperatorConfig | None = None,
+    kube_api: kube.KubeApi | None = None,
+) -> None:
+    """Run the operator until SIGINT/SIGTERM.
+
+    `namespaces`: watch only these (namespace-scoped mode, a Role per namespace suffices);
+    None or empty: the whole cluster. `peering`: name of the kopf peering object for several
+    replicas (None: standalone). `liveness_port` / `metrics_port` override the config's
+    ports (0 disables). `config` defaults to the environment, `kube_api` to in-cluster
+    credentials or the kubeconfig.
+    """
+    config = config if config is not None else OperatorConfig.from_env(os.environ)
+    if liveness_port is not None:
+        config = dataclasses.replace(config, health_port=liveness_port)
+    if metrics_port is not None:
+        config = dataclasses.replace(config, metrics_port=metrics_port)
+    kube_api = kube_api if kube_api is not None else kube.KubeClient.from_environment()
+    clusterwide = not namespaces
+    settings = build_settings(clusterwide=clusterwide, peering=peering, priority=priority)
+    liveness = f"http://0.0.0.0:{config.health_port}/healthz" if config.health_port else None
+    kopf.run(
+        registry=handlers.build_registry(config),
+        settings=settings,
+        clusterwide=clusterwide,
+        namespaces=list(namespaces or ()),
+        standalone=peering is None,
+        peering_name=peering,
+        priority=settings.peering.priority,
+        liveness_endpoint=liveness,
+        memo=kopf.Memo({handlers.MEMO_KEY: handlers.Runtime(kube=kube_api, config=config)}),
+    )

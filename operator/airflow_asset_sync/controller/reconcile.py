@@ -1,0 +1,383 @@
+"""Reconciling one AirflowAssetSync: an ordered list of small steps, then status.
+
+    validate spec -> resolve worker image -> check Secrets and keys -> build children
+    -> apply children (ServiceAccount, Role, RoleBinding, Deployment) -> conditions
+
+Each step either returns what the next needs or raises `StepFailed` with a `Problem`:
+"stalled" (a person must act: kopf.PermanentError) or "waiting" (it may resolve itself:
+kopf.TemporaryError with back-off). The functions here never import kopf: the handlers
+translate `Result` into kopf's terms, so all of this is testable with a fake `KubeApi`.
+
+The operator writes only `status.observedGeneration` and `status.conditions`; the worker owns
+`status.source` and `status.targets`, and a merge patch of our two keys leaves those alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import pydantic
+
+from airflow_asset_sync.api import spec as api
+from airflow_asset_sync.clients import kube
+from airflow_asset_sync.controller import conditions
+from airflow_asset_sync.controller.conditions import Problem, Reason
+from airflow_asset_sync.controller.config import OperatorConfig
+from airflow_asset_sync.resources import credentials, deployment, naming, rbac
+
+#: Children in creation order; deleted in the reverse order (the worker stops first, then
+#: loses its permissions).
+CHILD_KINDS = (
+    kube.ChildKind.SERVICE_ACCOUNT,
+    kube.ChildKind.ROLE,
+    kube.ChildKind.ROLE_BINDING,
+    kube.ChildKind.DEPLOYMENT,
+)
+#: At most this many problems are listed in one condition message (the rest are counted).
+MAX_LISTED = 3
+
+EventType = Literal["Normal", "Warning"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Event:
+    """A Kubernetes event to post on the AirflowAssetSync."""
+
+    type: EventType
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Context:
+    """What a reconcile needs from the outside world."""
+
+    kube: kube.KubeApi
+    config: OperatorConfig
+    now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Result:
+    """What one reconcile found and wants written."""
+
+    #: `{"observedGeneration": ..., "conditions": [...]}`: the operator's status keys.
+    status: dict[str, Any]
+    #: False when `status` equals what the object already has: skip the write.
+    status_changed: bool
+    problem: Problem | None
+    events: list[Event]
+
+
+class StepFailed(Exception):
+    """A reconcile step found a `Problem`; `reconcile` turns it into conditions."""
+
+    def __init__(self, problem: Problem) -> None:
+        super().__init__(problem.message)
+        self.problem = problem
+
+
+def _listing(items: Sequence[str]) -> str:
+    shown = "; ".join(items[:MAX_LISTED])
+    more = len(items) - MAX_LISTED
+    return f"{shown}; and {more} more" if more > 0 else shown
+
+
+def _api_problem(exc: kube.KubeError) -> Problem:
+    # Not retriable (403 forbidden, 422 invalid) means the operator's RBAC or a builder is
+    # wrong: a person must look. The periodic resync still retries it.
+    return Problem(reason=Reason.KUBERNETES_API_ERROR, message=str(exc), stalled=not exc.retriable)
+
+
+# --- steps ---------------------------------------------------------------------------------
+
+
+def owner_of(body: Mapping[str, Any]) -> naming.Owner:
+    meta = body["metadata"]
+    return naming.Owner(name=meta["name"], namespace=meta["namespace"], uid=meta["uid"])
+
+
+def _spec_path(loc: Sequence[int | str]) -> str:
+    path = "spec"
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return path
+
+
+def validate_spec(body: Mapping[str, Any]) -> api.SyncSpec:
+    """Parse the spec with the same model the worker uses.
+
+    The CRD schema and CEL rules reject most mistakes at `kubectl apply`; what reaches here
+    invalid is what they cannot say (a Python regular expression that does not compile) or an
+    object stored before a stricter CRD was installed.
+    """
+    try:
+        return api.SyncSpec.model_validate(body.get("spec") or {})
+    except pydantic.ValidationError as exc:
+        errors = [
+            f"{_spec_path(err['loc'])}: {err['msg']}" if err["loc"] else err["msg"]
+            for err in exc.errors(include_url=False)
+        ]
+        raise StepFailed(
+            Problem(
+                reason=Reason.INVALID_SPEC,
+                message=f"Invalid spec: {_listing(errors)}",
+                stalled=True,
+            )
+        ) from exc
+
+
+def resolve_image(spec: api.SyncSpec, config: OperatorConfig) -> str:
+    image = deployment.resolve_image(spec, default=config.worker_image)
+    if image is None:
+        raise StepFailed(
+            Problem(
+                reason=Reason.WORKER_IMAGE_UNSET,
+                message=(
+                    "No worker image: set spec.worker.image, or AAS_WORKER_IMAGE on the operator"
+                ),
+                stalled=True,
+            )
+        )
+    return image
+
+
+def check_secrets(*, kube_api: kube.KubeApi, namespace: str, spec: api.SyncSpec) -> dict[str, str]:
+    """Check every referenced Secret and key exists; return `{secret: resourceVersion}`.
+
+    Checked before the Deployment is touched: a pod with a missing `secretKeyRef` sits in
+    CreateContainerConfigError with the reason buried in pod events, and a rollout to it would
+    replace a worker that is still running fine on the old spec.
+    """
+    uses = credentials.secret_key_uses(spec)
+    infos: dict[str, kube.SecretInfo | None] = {}
+    for name in sorted({use.secret_name for use in uses}):
+        try:
+            infos[name] = kube_api.read_secret(namespace=namespace, name=name)
+        except kube.KubeError as exc:
+            raise StepFailed(_api_problem(exc)) from exc
+    missing_secrets = [
+        f'Secret "{name}" not found (referenced by '
+        + ", ".join(sorted({u.field_path for u in uses if u.secret_name == name}))
+        + ")"
+        for name, info in infos.items()
+        if info is None
+    ]
+    if missing_secrets:
+        raise StepFailed(
+            Problem(
+                reason=Reason.SECRET_NOT_FOUND, message=_listing(missing_secrets), stalled=False
+            )
+        )
+    missing_keys = [
+        f'Secret "{use.secret_name}" has no key "{use.key}" (referenced by {use.field_path})'
+        for use in uses
+        if (info := infos[use.secret_name]) is not None and use.key not in info.keys
+    ]
+    if missing_keys:
+        raise StepFailed(
+            Problem(
+                reason=Reason.SECRET_KEY_NOT_FOUND, message=_listing(missing_keys), stalled=False
+            )
+        )
+    return {name: info.resource_version for name, info in infos.items() if info is not None}
+
+
+def desired_children(
+    *, owner: naming.Owner, spec: api.SyncSpec, image: str, secret_versions: Mapping[str, str]
+) -> list[dict[str, Any]]:
+    """The children in `CHILD_KINDS` order."""
+    return [
+        rbac.service_account(owner),
+        rbac.role(owner),
+        rbac.role_binding(owner),
+        deployment.worker_deployment(
+            owner=owner, spec=spec, image=image, secret_versions=secret_versions
+        ),
+    ]
+
+
+def controller_uid(obj: Mapping[str, Any]) -> str | None:
+    """The uid of the object's controller (owner reference with `controller: true`)."""
+    for ref in obj.get("metadata", {}).get("ownerReferences") or ():
+        if ref.get("controller"):
+            return str(ref.get("uid"))
+    return None
+
+
+def apply_children(
+    *, kube_api: kube.KubeApi, owner: naming.Owner, desired: Sequence[dict[str, Any]]
+) -> tuple[dict[str, Any], list[Event]]:
+    """Create or converge each child; return the applied Deployment and what changed.
+
+    An object of the same name controlled by someone else is never taken over: that would
+    silently break whatever owns it. An object with no controller is adopted (this is how a
+    child orphaned by `kubectl delete --cascade=orphan` comes back under its sync).
+    """
+    events: list[Event] = []
+    applied: dict[str, Any] = {}
+    for body in desired:
+        kind = kube.ChildKind(body["kind"])
+        name = body["metadata"]["name"]
+        try:
+            current = kube_api.get(kind, namespace=owner.namespace, name=name)
+            other = controller_uid(current) if current is not None else None
+            if other is not None and other != owner.uid:
+                raise StepFailed(
+                    Problem(
+                        reason=Reason.CHILD_CONFLICT,
+                        message=f"{kind} {name} exists and is controlled by another owner"
+                        f" (uid {other}); delete or rename it",
+                        stalled=True,
+                    )
+                )
+            applied = kube_api.apply(body)
+        except kube.KubeError as exc:
+            raise StepFailed(_api_problem(exc)) from exc
+        if current is None:
+            events.append(Event(type="Normal", reason="Created", message=f"Created {kind} {name}"))
+        elif _version(current) != _version(applied):
+            events.append(Event(type="Normal", reason="Updated", message=f"Updated {kind} {name}"))
+    return applied, events
+
+
+def _version(obj: Mapping[str, Any]) -> str | None:
+    version = obj.get("metadata", {}).get("resourceVersion")
+    return None if version is None else str(version)
+
+
+# --- the whole reconcile -------------------------------------------------------------------
+
+
+def _status(
+    *, body: Mapping[str, Any], observed: conditions.Observed, now: datetime
+) -> tuple[dict[str, Any], bool]:
+    current = body.get("status") or {}
+    previous = current.get("conditions") or []
+    status = {
+        "observedGeneration": observed.generation,
+        "conditions": conditions.compute(observed=observed, previous=previous, now=now),
+    }
+    changed = (
+        current.get("observedGeneration") != status["observedGeneration"]
+        or previous != status["conditions"]
+    )
+    return status, changed
+
+
+def _problem_event(body: Mapping[str, Any], problem: Problem) -> list[Event]:
+    """A Warning event when a problem is new, not on every retry (events are not free)."""
+    ready = conditions.find(
+        (body.get("status") or {}).get("conditions"), conditions.ConditionType.READY
+    )
+    if (
+        ready is not None
+        and ready.get("reason") == problem.reason
+        and (ready.get("message") == problem.message)
+    ):
+        return []
+    return [Event(type="Warning", reason=problem.reason, message=problem.message)]
+
+
+def reconcile(*, body: Mapping[str, Any], ctx: Context) -> Result:
+    """Converge the children of `body` and compute its status. Never raises `StepFailed`."""
+    generation = int(body.get("metadata", {}).get("generation") or 0)
+    suspended = bool((body.get("spec") or {}).get("suspend", False))
+    events: list[Event] = []
+    problem: Problem | None = None
+    worker = conditions.WorkerState(
+        phase=conditions.WorkerPhase.MISSING, message="Worker not reconciled"
+    )
+    try:
+        owner = owner_of(body)
+        spec = validate_spec(body)
+        suspended = spec.suspend
+        image = resolve_image(spec, ctx.config)
+        versions = check_secrets(kube_api=ctx.kube, namespace=owner.namespace, spec=spec)
+        desired = desired_children(owner=owner, spec=spec, image=image, secret_versions=versions)
+        applied, events = apply_children(kube_api=ctx.kube, owner=owner, desired=desired)
+        worker = conditions.worker_state(applied)
+    except StepFailed as exc:
+        problem = exc.problem
+        events = [*events, *_problem_event(body, problem)]
+    observed = conditions.Observed(
+        generation=generation, suspended=suspended, worker=worker, problem=problem
+    )
+    status, changed = _status(body=body, observed=observed, now=ctx.now())
+    return Result(status=status, status_changed=changed, problem=problem, events=events)
+
+
+def cleanup(*, kube_api: kube.KubeApi, owner: naming.Owner) -> list[Event]:
+    """Delete the children explicitly, Deployment first.
+
+    Explicit because a bare kube-apiserver has no garbage collector, and because it makes
+    deletion prompt even where one runs. Needs no valid spec (names derive from the object's
+    name), so it works for an invalid, suspended or half-created sync, after an operator
+    restart, and when children are already gone. Objects of our name controlled by another
+    owner are left alone.
+    """
+    events: list[Event] = []
+    name = naming.worker_name(owner.name)
+    for kind in reversed(CHILD_KINDS):
+        current = kube_api.get(kind, namespace=owner.namespace, name=name)
+        if current is None or controller_uid(current) != owner.uid:
+            continue
+        if kube_api.delete(kind, namespace=owner.namespace, name=name):
+            events.append(Event(type="Normal", reason="Deleted", message=f"Deleted {kind} {name}"))
+    return events
+
+
+def owning_sync(obj: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(name, uid) of the AirflowAssetSync controlling `obj`, if one does."""
+    for ref in obj.get("metadata", {}).get("ownerReferences") or ():
+        if (
+            ref.get("controller")
+            and ref.get("kind") == api.KIND
+            and (str(ref.get("apiVersion", "")).startswith(f"{api.GROUP}/"))
+        ):
+            return str(ref["name"]), str(ref["uid"])
+    return None
+
+
+def refresh_from_deployment(
+    *,
+    kube_api: kube.KubeApi,
+    deployment_body: Mapping[str, Any] | None,
+    namespace: str,
+    owner_name: str,
+    owner_uid: str,
+    now: datetime,
+) -> bool:
+    """Recompute conditions after the worker Deployment changed; True if status was written.
+
+    This is what turns Ready true within seconds of the pod becoming ready, instead of at the
+    next resync. It stands aside while a reconcile problem is reported (the problem is the
+    news) and while a spec change is not yet reconciled (that reconcile writes status).
+    """
+    sync = kube_api.get_sync(namespace=namespace, name=owner_name)
+    if sync is None:
+        return False
+    meta = sync.get("metadata", {})
+    if meta.get("uid") != owner_uid or meta.get("deletionTimestamp"):
+        return False
+    status = sync.get("status") or {}
+    previous = status.get("conditions") or []
+    ready = conditions.find(previous, conditions.ConditionType.READY)
+    if ready is not None and ready.get("reason") in conditions.PROBLEM_REASONS:
+        return False
+    generation = status.get("observedGeneration")
+    if generation is None or generation != meta.get("generation"):
+        return False
+    observed = conditions.Observed(
+        generation=int(generation),
+        suspended=bool((sync.get("spec") or {}).get("suspend", False)),
+        worker=conditions.worker_state(deployment_body),
+    )
+    new = conditions.compute(observed=observed, previous=previous, now=now)
+    if new == previous:
+        return False
+    kube_api.patch_sync_status(namespace=namespace, name=owner_name, status={"conditions": new})
+    return True

@@ -1,0 +1,204 @@
+"""The worker Deployment.
+
+Shape, and why:
+- one replica and the `Recreate` strategy: two pollers of one source would publish every
+  event twice and race on the checkpoint, so the old pod must be gone before a new one starts
+  (a RollingUpdate would briefly run two);
+- `replicas: 0` while `spec.suspend` is true: the pod stops, its offsets stay where they are;
+- the same image as the operator, `worker` subcommand, unless `spec.worker.image` says
+  otherwise;
+- the restricted Pod Security Standard (non-root, read-only root filesystem, no privilege
+  escalation, all capabilities dropped, RuntimeDefault seccomp) with an emptyDir at `/tmp`;
+  `runAsUser` is left to the image (a numeric `USER`) so OpenShift can assign its own UID;
+- liveness and readiness on the metrics port, so a wedged worker is restarted and an
+  unready one shows as an unavailable Deployment (and `Ready=False` on the sync);
+- a spec hash on the pod template, so a spec change (the worker reads its spec at start)
+  rolls the pod; a hash of the referenced Secrets' versions, so a rotated credential does too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from airflow_asset_sync.api import spec as api
+from airflow_asset_sync.resources import credentials, naming
+
+#: Kept short: Recreate means a long grace period is a long outage. The worker commits
+#: offsets on SIGTERM well within it.
+TERMINATION_GRACE_SECONDS = 30
+REVISION_HISTORY_LIMIT = 3
+#: Secret volumes are read-only files readable by whatever UID the pod runs as.
+SECRET_FILE_MODE = 0o444
+
+
+def resolve_image(spec: api.SyncSpec, *, default: str | None) -> str | None:
+    """`spec.worker.image` if set, else the operator's configured worker image."""
+    if spec.worker is not None and spec.worker.image:
+        return spec.worker.image
+    return default
+
+
+def spec_hash(spec: api.SyncSpec) -> str:
+    """A hash of the spec as written, ignoring `suspend`.
+
+    As written (`exclude_unset`), not with defaults filled in: an operator upgrade that
+    changes a default must not roll every worker. `suspend` is left out because it already
+    acts through `replicas`.
+    """
+    essence = spec.model_dump(mode="json", by_alias=True, exclude_unset=True, exclude={"suspend"})
+    return hashlib.sha256(json.dumps(essence, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def secrets_hash(secret_versions: Mapping[str, str]) -> str:
+    """A hash of `{secret name: resourceVersion}` for the Secrets the worker reads."""
+    text = json.dumps(dict(sorted(secret_versions.items())))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _security_context() -> dict[str, Any]:
+    return {
+        "runAsNonRoot": True,
+        "readOnlyRootFilesystem": True,
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _env(owner: naming.Owner, spec: api.SyncSpec) -> list[dict[str, Any]]:
+    env: list[dict[str, Any]] = [
+        {"name": naming.ENV_NAMESPACE, "value": owner.namespace},
+        {"name": naming.ENV_NAME, "value": owner.name},
+    ]
+    for cred in credentials.env_credentials(spec):
+        env.append(
+            {
+                "name": cred.env_name,
+                "valueFrom": {
+                    "secretKeyRef": {
+                        "name": cred.secret_name,
+                        "key": cred.key,
+                        "optional": False,
+                    }
+                },
+            }
+        )
+    return env
+
+
+def _volumes(spec: api.SyncSpec) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}]
+    mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": naming.TMP_DIR}]
+    for bundle in credentials.ca_bundles(spec):
+        volumes.append(
+            {
+                "name": bundle.volume_name,
+                "secret": {
+                    "secretName": bundle.secret_name,
+                    "items": [{"key": bundle.key, "path": naming.CA_FILE}],
+                    "defaultMode": SECRET_FILE_MODE,
+                },
+            }
+        )
+        mounts.append({"name": bundle.volume_name, "mountPath": bundle.mount_dir, "readOnly": True})
+    return volumes, mounts
+
+
+def _probe(path: str, *, period_seconds: int, failure_threshold: int) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": naming.METRICS_PORT_NAME},
+        "periodSeconds": period_seconds,
+        "timeoutSeconds": 5,
+        "failureThreshold": failure_threshold,
+    }
+
+
+def _container(
+    *, owner: naming.Owner, spec: api.SyncSpec, image: str, mounts: list[dict[str, Any]]
+) -> dict[str, Any]:
+    container: dict[str, Any] = {
+        "name": naming.WORKER_CONTAINER,
+        "image": image,
+        "args": ["worker", "--namespace", owner.namespace, "--name", owner.name],
+        "env": _env(owner, spec),
+        "ports": [
+            {
+                "name": naming.METRICS_PORT_NAME,
+                "containerPort": naming.METRICS_PORT,
+                "protocol": "TCP",
+            }
+        ],
+        # Liveness is lenient (a minute of failures) so a slow source API does not cause
+        # restarts; readiness is quick so Ready on the sync reflects trouble soon.
+        "livenessProbe": _probe(naming.HEALTHZ_PATH, period_seconds=10, failure_threshold=6),
+        "readinessProbe": _probe(naming.READYZ_PATH, period_seconds=5, failure_threshold=3),
+        "securityContext": _security_context(),
+        "volumeMounts": mounts,
+    }
+    if spec.worker is not None and spec.worker.resources is not None:
+        container["resources"] = spec.worker.resources
+    return container
+
+
+def _pod_spec(*, owner: naming.Owner, spec: api.SyncSpec, image: str) -> dict[str, Any]:
+    volumes, mounts = _volumes(spec)
+    pod: dict[str, Any] = {
+        "serviceAccountName": naming.worker_name(owner.name),
+        "automountServiceAccountToken": True,
+        # Service links add an env variable per Service in the namespace: noise, and a
+        # startup cost in large namespaces.
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
+        "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [_container(owner=owner, spec=spec, image=image, mounts=mounts)],
+        "volumes": volumes,
+    }
+    worker = spec.worker
+    if worker is not None:
+        if worker.node_selector is not None:
+            pod["nodeSelector"] = worker.node_selector
+        if worker.tolerations is not None:
+            pod["tolerations"] = worker.tolerations
+        if worker.affinity is not None:
+            pod["affinity"] = worker.affinity
+        if worker.priority_class_name:
+            pod["priorityClassName"] = worker.priority_class_name
+    return pod
+
+
+def worker_deployment(
+    *,
+    owner: naming.Owner,
+    spec: api.SyncSpec,
+    image: str,
+    secret_versions: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The worker Deployment for one AirflowAssetSync.
+
+    `secret_versions` maps each referenced Secret to its resourceVersion (see
+    `credentials.secret_names`); a change rolls the pod so new credentials take effect.
+    """
+    template_annotations = {naming.SPEC_HASH_ANNOTATION: spec_hash(spec)}
+    if secret_versions:
+        template_annotations[naming.SECRETS_HASH_ANNOTATION] = secrets_hash(secret_versions)
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": naming.metadata(owner=owner, name=naming.worker_name(owner.name)),
+        "spec": {
+            "replicas": 0 if spec.suspend else 1,
+            "strategy": {"type": "Recreate"},
+            "revisionHistoryLimit": REVISION_HISTORY_LIMIT,
+            "selector": {"matchLabels": naming.selector_labels(owner.name)},
+            "template": {
+                "metadata": {
+                    "labels": naming.labels(owner.name),
+                    "annotations": template_annotations,
+                },
+                "spec": _pod_spec(owner=owner, spec=spec, image=image),
+            },
+        },
+    }

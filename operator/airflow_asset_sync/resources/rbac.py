@@ -1,0 +1,121 @@
+"""The worker's identity (ServiceAccount, Role, RoleBinding) and the operator's own rules.
+
+Least privilege, because a worker holds credentials to Airflow instances: it may read and
+watch its own AirflowAssetSync and patch that object's status, and nothing else. It gets no
+`list` (it never needs other syncs), no Secrets (its credentials arrive as env and files,
+which the kubelet resolves), no events.
+
+A watch restricted by `resourceNames` must name the object with a field selector
+(`metadata.name=<name>`): the worker's watch has to be written that way.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow_asset_sync.api import spec as api
+from airflow_asset_sync.resources import naming
+
+
+def service_account(owner: naming.Owner) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": naming.metadata(owner=owner, name=naming.worker_name(owner.name)),
+    }
+
+
+def worker_rules(sync_name: str) -> list[dict[str, Any]]:
+    """The worker Role's rules: exactly these two, scoped to its own object by name."""
+    return [
+        {
+            "apiGroups": [api.GROUP],
+            "resources": [api.PLURAL],
+            "resourceNames": [sync_name],
+            "verbs": ["get", "watch"],
+        },
+        {
+            "apiGroups": [api.GROUP],
+            "resources": [f"{api.PLURAL}/status"],
+            "resourceNames": [sync_name],
+            "verbs": ["patch"],
+        },
+    ]
+
+
+def role(owner: naming.Owner) -> dict[str, Any]:
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": naming.metadata(owner=owner, name=naming.worker_name(owner.name)),
+        "rules": worker_rules(owner.name),
+    }
+
+
+def role_binding(owner: naming.Owner) -> dict[str, Any]:
+    name = naming.worker_name(owner.name)
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": naming.metadata(owner=owner, name=name),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": owner.namespace}],
+    }
+
+
+def operator_rules() -> list[dict[str, Any]]:
+    """What the operator itself needs, for the chart's (Cluster)Role.
+
+    Kept here, next to the worker's rules, so the two cannot drift: Kubernetes forbids
+    granting in a Role what the granter does not hold (privilege escalation check), so the
+    operator must hold every worker verb itself.
+    """
+    return [
+        {
+            "apiGroups": [api.GROUP],
+            "resources": [api.PLURAL],
+            "verbs": ["get", "list", "watch", "patch"],
+        },
+        {
+            "apiGroups": [api.GROUP],
+            "resources": [f"{api.PLURAL}/status"],
+            "verbs": ["get", "patch"],
+        },
+        {
+            # Owner references with blockOwnerDeletion need this where the
+            # OwnerReferencesPermissionEnforcement admission plugin is enabled.
+            "apiGroups": [api.GROUP],
+            "resources": [f"{api.PLURAL}/finalizers"],
+            "verbs": ["update"],
+        },
+        {
+            "apiGroups": [""],
+            "resources": ["serviceaccounts"],
+            "verbs": ["get", "list", "watch", "create", "patch", "delete"],
+        },
+        {
+            "apiGroups": ["rbac.authorization.k8s.io"],
+            "resources": ["roles", "rolebindings"],
+            "verbs": ["get", "list", "watch", "create", "patch", "delete"],
+        },
+        {
+            "apiGroups": ["apps"],
+            "resources": ["deployments"],
+            "verbs": ["get", "list", "watch", "create", "patch", "delete"],
+        },
+        # Secrets: only `get`, to check that referenced keys exist (values are not kept).
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
+        {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create"]},
+        # kopf peering (two replicas, one active) and its CRD discovery.
+        {
+            "apiGroups": ["kopf.dev"],
+            "resources": ["clusterkopfpeerings", "kopfpeerings"],
+            "verbs": ["get", "list", "watch", "patch"],
+        },
+        {
+            "apiGroups": ["apiextensions.k8s.io"],
+            "resources": ["customresourcedefinitions"],
+            "verbs": ["get", "list", "watch"],
+        },
+        {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]},
+    ]

@@ -1,0 +1,208 @@
+"""kopf handlers called directly, with kopf's own Body and Patch and a fake API."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import kopf
+import pytest
+
+from airflow_asset_sync.api import spec as api
+from airflow_asset_sync.clients import kube
+from airflow_asset_sync.controller import handlers, metrics
+from airflow_asset_sync.controller.config import OperatorConfig
+from operator_cases.fake_kube import FakeKube
+
+NS = "data"
+NAME = "orders"
+CHILD = "orders-worker"
+LOGGER = logging.getLogger("test")
+
+
+@pytest.fixture
+def fake() -> FakeKube:
+    fake = FakeKube()
+    fake.add_secret(namespace=NS, name="a-creds", keys={"username": "u", "password": "p"})
+    fake.add_sync(
+        {
+            "apiVersion": api.API_VERSION,
+            "kind": api.KIND,
+            "metadata": {"name": NAME, "namespace": NS, "uid": "sync-1", "generation": 1},
+            "spec": {
+                "source": {"url": "http://a:8080", "auth": {"basic": {"secretName": "a-creds"}}},
+                "targets": [{"name": "b", "url": "http://b:8080"}],
+            },
+        }
+    )
+    return fake
+
+
+@pytest.fixture
+def events(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, str]]:
+    posted: list[tuple[str, str, str]] = []
+
+    def event(_: Any, *, type: str, reason: str, message: str = "") -> None:
+        posted.append((type, reason, message))
+
+    monkeypatch.setattr(kopf, "event", event)
+    return posted
+
+
+def _memo(fake: FakeKube, **config: Any) -> kopf.Memo:
+    runtime = handlers.Runtime(
+        kube=fake,
+        config=OperatorConfig(worker_image="op/worker:1", **config),
+        now=lambda: datetime(2024, 5, 1, tzinfo=UTC),
+    )
+    return kopf.Memo({handlers.MEMO_KEY: runtime})
+
+
+def _body(fake: FakeKube) -> kopf.Body:
+    raw = fake.get_sync(namespace=NS, name=NAME)
+    assert raw is not None
+    return kopf.Body(cast(kopf.RawBody, raw))
+
+
+def test_change_writes_status_into_kopfs_patch_and_posts_events(
+    fake: FakeKube, events: list[tuple[str, str, str]]
+) -> None:
+    patch = kopf.Patch()
+    handlers.on_change(body=_body(fake), patch=patch, memo=_memo(fake), retry=0, logger=LOGGER)
+    assert set(patch) == {"status"}
+    assert set(patch["status"]) == {"observedGeneration", "conditions"}
+    assert patch["status"]["observedGeneration"] == 1
+    assert [e[1] for e in events] == ["Created"] * 4
+
+
+def test_unchanged_status_leaves_the_patch_empty(
+    fake: FakeKube, events: list[tuple[str, str, str]]
+) -> None:
+    patch = kopf.Patch()
+    handlers.on_change(body=_body(fake), patch=patch, memo=_memo(fake), retry=0)
+    fake.patch_sync_status(namespace=NS, name=NAME, status=dict(patch["status"]))
+    again = kopf.Patch()
+    handlers.on_change(body=_body(fake), patch=again, memo=_memo(fake), retry=0)
+    assert not again
+
+
+@pytest.mark.parametrize(("retry", "delay"), [(0, 5.0), (1, 10.0), (3, 40.0), (20, 300.0)])
+def test_missing_secret_is_a_temporary_error_with_backoff(
+    fake: FakeKube, events: list[tuple[str, str, str]], retry: int, delay: float
+) -> None:
+    del fake.secrets[(NS, "a-creds")]
+    patch = kopf.Patch()
+    with pytest.raises(kopf.TemporaryError) as raised:
+        handlers.on_change(body=_body(fake), patch=patch, memo=_memo(fake), retry=retry)
+    assert raised.value.delay == delay
+    assert 'Secret "a-creds" not found' in str(raised.value)
+    # Status and the Warning event still go out: kopf applies the patch on failure too.
+    assert patch["status"]["conditions"][0]["reason"] == "SecretNotFound"
+    assert events[0][:2] == ("Warning", "SecretNotFound")
+
+
+def test_invalid_spec_is_a_permanent_error(
+    fake: FakeKube, events: list[tuple[str, str, str]]
+) -> None:
+    fake.objects[(api.KIND, NS, NAME)]["spec"]["startFrom"] = "tomorrow"
+    with pytest.raises(kopf.PermanentError, match="InvalidSpec"):
+        handlers.on_change(body=_body(fake), patch=kopf.Patch(), memo=_memo(fake), retry=0)
+
+
+def test_resync_never_raises_for_problems(
+    fake: FakeKube, events: list[tuple[str, str, str]]
+) -> None:
+    del fake.secrets[(NS, "a-creds")]
+    patch = kopf.Patch()
+    handlers.on_resync(body=_body(fake), patch=patch, memo=_memo(fake), logger=LOGGER)
+    assert patch["status"]["conditions"][0]["reason"] == "SecretNotFound"
+
+
+def test_delete_removes_children(fake: FakeKube, events: list[tuple[str, str, str]]) -> None:
+    handlers.on_change(body=_body(fake), patch=kopf.Patch(), memo=_memo(fake), retry=0)
+    events.clear()
+    handlers.on_delete(body=_body(fake), memo=_memo(fake), retry=0)
+    assert [e[1] for e in events] == ["Deleted"] * 4
+    assert fake.find("Deployment", NS, CHILD) is None
+
+
+def test_delete_retries_api_errors(fake: FakeKube, events: list[tuple[str, str, str]]) -> None:
+    fake.failures[("get", "Deployment")] = kube.KubeError("down", status=503)
+    with pytest.raises(kopf.TemporaryError) as raised:
+        handlers.on_delete(body=_body(fake), memo=_memo(fake), retry=2)
+    assert raised.value.delay == 20.0
+
+
+def test_worker_event_refreshes_the_owning_sync(
+    fake: FakeKube, events: list[tuple[str, str, str]]
+) -> None:
+    patch = kopf.Patch()
+    handlers.on_change(body=_body(fake), patch=patch, memo=_memo(fake), retry=0)
+    fake.patch_sync_status(namespace=NS, name=NAME, status=dict(patch["status"]))
+    deployment = kopf.Body(cast(kopf.RawBody, fake.roll_out(namespace=NS, name=CHILD)))
+    handlers.on_worker_event(type="MODIFIED", body=deployment, namespace=NS, memo=_memo(fake))
+    status = fake.get_sync(namespace=NS, name=NAME)
+    assert status is not None
+    assert status["status"]["conditions"][0]["status"] == "True"
+    handlers.on_worker_event(type="DELETED", body=deployment, namespace=NS, memo=_memo(fake))
+    status = fake.get_sync(namespace=NS, name=NAME)
+    assert status is not None
+    assert status["status"]["conditions"][0]["status"] == "Unknown"
+
+
+def test_worker_event_for_an_unowned_deployment_does_nothing(fake: FakeKube) -> None:
+    body = kopf.Body(cast(kopf.RawBody, {"metadata": {"name": "x", "namespace": NS}}))
+    handlers.on_worker_event(type="ADDED", body=body, namespace=NS, memo=_memo(fake))
+    assert fake.calls == []
+
+
+def test_startup_serves_metrics_on_the_configured_port(
+    fake: FakeKube, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ports: list[int] = []
+    monkeypatch.setattr(metrics, "serve", lambda *, port: ports.append(port))
+    handlers.on_startup(memo=_memo(fake, metrics_port=9100), logger=LOGGER)
+    assert ports == [9100]
+
+
+def test_reconciles_are_counted(fake: FakeKube, events: list[tuple[str, str, str]]) -> None:
+    def count(result: str) -> float:
+        value = metrics.REGISTRY.get_sample_value(
+            "airflow_asset_sync_operator_reconciles_total", {"trigger": "change", "result": result}
+        )
+        return value or 0.0
+
+    before_ok, before_problem = count("success"), count("problem")
+    handlers.on_change(body=_body(fake), patch=kopf.Patch(), memo=_memo(fake), retry=0)
+    del fake.secrets[(NS, "a-creds")]
+    with pytest.raises(kopf.TemporaryError):
+        handlers.on_change(body=_body(fake), patch=kopf.Patch(), memo=_memo(fake), retry=0)
+    assert count("success") == before_ok + 1
+    assert count("problem") == before_problem + 1
+    errors = metrics.REGISTRY.get_sample_value(
+        "airflow_asset_sync_operator_reconcile_errors_total", {"reason": "SecretNotFound"}
+    )
+    assert errors is not None
+    assert errors >= 1
+
+
+def test_registry_wires_every_trigger() -> None:
+    """Inspects kopf's registry internals: the ids, causes and filters we rely on."""
+    registry = handlers.build_registry(OperatorConfig(resync_seconds=17))
+    changing = registry._changing.get_all_handlers()
+    by_reason = {(str(h.reason) if h.reason else "resume"): h for h in changing}
+    assert set(by_reason) == {"resume", "create", "update", "delete"}
+    assert by_reason["update"].field == ("spec",)
+    for handler in changing:
+        assert handler.selector is not None
+        assert (handler.selector.group, handler.selector.version) == (api.GROUP, api.VERSION)
+    (timer,) = registry._spawning.get_all_handlers()
+    assert getattr(timer, "interval", None) == 17
+    assert getattr(timer, "initial_delay", None) == 17
+    (watch,) = registry._watching.get_all_handlers()
+    assert watch.selector is not None
+    assert watch.selector.group == "apps"
+    assert watch.labels == {"app.kubernetes.io/managed-by": "airflow-asset-sync-operator"}
+    (startup,) = registry._activities.get_all_handlers()
+    assert startup.id == "on_startup"
