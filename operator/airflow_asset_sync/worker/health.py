@@ -1,0 +1,70 @@
+"""Liveness and readiness for the worker pod's probes.
+
+- Live: the event loop still runs. A heartbeat task touches `beat()` every second; the probe
+  is answered from the HTTP server's thread, so a blocked or dead loop stops the beats and the
+  kubelet restarts the pod. Deliberately *not* tied to the source or targets being reachable:
+  a restart does not fix a down Airflow, and restarting would only reset the back-off.
+- Ready: the worker has started and a poll succeeded recently. A source outage shows as
+  not-ready, which is visible in `kubectl get pods` (no Service routes to the worker).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Health:
+    """Probe state. Methods only assign floats/bools, so the HTTP thread may read them."""
+
+    monotonic: Callable[[], float]
+    #: Heartbeats older than this mean a stuck loop.
+    live_after: float = 30.0
+    #: A successful poll older than this means not ready (also: none yet).
+    ready_after: float = 60.0
+    _last_beat: float | None = field(default=None, init=False)
+    _last_poll: float | None = field(default=None, init=False)
+    _started: bool = field(default=False, init=False)
+    _stopping: bool = field(default=False, init=False)
+    _failed: str | None = field(default=None, init=False)
+
+    def beat(self) -> None:
+        self._last_beat = self.monotonic()
+
+    def started(self) -> None:
+        self._started = True
+        self.beat()
+
+    def stopping(self) -> None:
+        self._stopping = True
+
+    def failed(self, reason: str) -> None:
+        self._failed = reason
+
+    def poll_succeeded(self) -> None:
+        self._last_poll = self.monotonic()
+
+    def live(self) -> tuple[bool, str]:
+        if self._failed is not None:
+            return False, f"failed: {self._failed}"
+        if self._last_beat is None:
+            return True, "starting"
+        age = self.monotonic() - self._last_beat
+        if age > self.live_after:
+            return False, f"event loop silent for {age:.0f}s"
+        return True, "ok"
+
+    def ready(self) -> tuple[bool, str]:
+        if self._failed is not None:
+            return False, f"failed: {self._failed}"
+        if self._stopping:
+            return False, "stopping"
+        if not self._started:
+            return False, "starting"
+        if self._last_poll is None:
+            return False, "no successful poll yet"
+        age = self.monotonic() - self._last_poll
+        if age > self.ready_after:
+            return False, f"last successful poll {age:.0f}s ago"
+        return True, "ok"

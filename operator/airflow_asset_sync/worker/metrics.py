@@ -1,0 +1,244 @@
+"""Prometheus metrics of one worker, the HTTP endpoint that serves them, and the probes.
+
+Each `WorkerMetrics` owns a `CollectorRegistry` instead of using the global default one: two
+workers in one process (tests, or a future multi-sync worker) then never share or collide on
+metric objects.
+
+The endpoint serves ``/metrics``, ``/healthz`` (liveness) and ``/readyz`` (readiness) on one
+port from a daemon thread, so probes are answered even while the event loop is busy, which is
+exactly what lets the liveness probe detect a stuck loop (see `health`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Literal
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+from airflow_asset_sync.clients.airflow.base import (
+    AirflowClient,
+    EventPage,
+    EventQuery,
+    PostedEvent,
+)
+from airflow_asset_sync.worker.health import Health
+
+log = logging.getLogger(__name__)
+
+#: Short, so dashboards and alerts stay readable: `aas_events_replayed_total{target="b"}`.
+PREFIX = "aas"
+
+#: Airflow API calls take ~10 ms (3.x) to ~130 ms (2.x) when healthy; timeouts are seconds.
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class WorkerMetrics:
+    """Every metric the worker exports, registered in its own registry."""
+
+    def __init__(self, *, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        # Source side.
+        self.events_polled = Counter(
+            f"{PREFIX}_events_polled", "New source events read and handled", registry=r
+        )
+        self.events_published = Counter(
+            f"{PREFIX}_events_published", "Source events published to the transport", registry=r
+        )
+        self.events_filtered = Counter(
+            f"{PREFIX}_events_filtered",
+            "Source events not published: reason=filter (spec.assets), synced (written by a "
+            "sync: loop prevention), already_published (in the transport after a restart)",
+            ["reason"],
+            registry=r,
+        )
+        self.events_invalid = Counter(
+            f"{PREFIX}_events_invalid",
+            "Source rows that kept failing validation and were skipped",
+            registry=r,
+        )
+        self.poll_errors = Counter(
+            f"{PREFIX}_poll_errors", "Failed poll iterations", ["kind"], registry=r
+        )
+        self.last_successful_poll = Gauge(
+            f"{PREFIX}_last_successful_poll_timestamp_seconds",
+            "Unix time of the last successful poll",
+            registry=r,
+        )
+        # Target side.
+        self.events_replayed = Counter(
+            f"{PREFIX}_events_replayed", "Events written to a target", ["target"], registry=r
+        )
+        self.events_skipped = Counter(
+            f"{PREFIX}_events_skipped",
+            "Deliveries committed without a write: reason=unknown_asset (policy skip), "
+            "foreign (not an airflow-asset-sync message)",
+            ["target", "reason"],
+            registry=r,
+        )
+        self.events_deduplicated = Counter(
+            f"{PREFIX}_events_deduplicated",
+            "Deliveries not written because the target already had them",
+            ["target"],
+            registry=r,
+        )
+        self.events_failed = Counter(
+            f"{PREFIX}_events_failed",
+            "Events the target kept rejecting (4xx), given up, committed and logged",
+            ["target"],
+            registry=r,
+        )
+        self.unknown_asset_retries = Counter(
+            f"{PREFIX}_unknown_asset_retries",
+            "Writes refused because the target does not know the asset (policy retry)",
+            ["target"],
+            registry=r,
+        )
+        self.replay_errors = Counter(
+            f"{PREFIX}_replay_errors",
+            "Failed target or transport operations by kind",
+            ["target", "kind"],
+            registry=r,
+        )
+        self.lag_seconds = Gauge(
+            f"{PREFIX}_lag_seconds",
+            "Now minus the source time of the event last replayed",
+            ["target"],
+            registry=r,
+        )
+        self.api_latency = Histogram(
+            f"{PREFIX}_api_request_duration_seconds",
+            "Airflow API call latency; role is source or target:<name>",
+            ["role", "method"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+
+    def value(self, name: str, labels: dict[str, str] | None = None) -> float:
+        """A sample's current value (0 if absent); for tests and debugging."""
+        got = self.registry.get_sample_value(name, labels or {})
+        return 0.0 if got is None else got
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+Method = Literal["list_events", "post_event", "asset_exists"]
+
+
+class InstrumentedClient:
+    """An `AirflowClient` that times every call into `api_request_duration_seconds`.
+
+    `role` is ``source`` or ``target:<name>``: a handful of label values per worker.
+    """
+
+    def __init__(self, inner: AirflowClient, *, role: str, metrics: WorkerMetrics) -> None:
+        self._inner = inner
+        self._role = role
+        self._metrics = metrics
+
+    @contextmanager
+    def _timed(self, method: Method) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            elapsed = time.perf_counter() - started
+            self._metrics.api_latency.labels(role=self._role, method=method).observe(elapsed)
+
+    @property
+    def api_version(self) -> Literal["v1", "v2"]:
+        return self._inner.api_version
+
+    @property
+    def page_limit(self) -> int:
+        return self._inner.page_limit
+
+    async def list_events(self, query: EventQuery) -> EventPage:
+        with self._timed("list_events"):
+            return await self._inner.list_events(query)
+
+    async def post_event(self, uri: str, extra: dict[str, Any]) -> PostedEvent:
+        with self._timed("post_event"):
+            return await self._inner.post_event(uri, extra)
+
+    async def asset_exists(self, uri: str) -> bool:
+        with self._timed("asset_exists"):
+            return await self._inner.asset_exists(uri)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+class MetricsServer:
+    """``/metrics``, ``/healthz``, ``/readyz`` on one port, served from a daemon thread."""
+
+    def __init__(self, *, metrics: WorkerMetrics, health: Health, host: str, port: int) -> None:
+        handler = _handler(metrics, health)
+        self._server = ThreadingHTTPServer((host, port), handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="metrics-http", daemon=True
+        )
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+
+def start_metrics_server(
+    *,
+    metrics: WorkerMetrics,
+    health: Health,
+    port: int,
+    host: str = "0.0.0.0",  # noqa: S104  probes and scrapes reach the pod IP, not loopback
+) -> MetricsServer:
+    """Start serving; ``port=0`` picks a free port (see `MetricsServer.port`)."""
+    server = MetricsServer(metrics=metrics, health=health, host=host, port=port)
+    server.start()
+    log.info("metrics and probes listening", extra={"port": server.port})
+    return server
+
+
+def _handler(metrics: WorkerMetrics, health: Health) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
+                self._send(200, metrics.exposition(), CONTENT_TYPE_LATEST)
+            elif path in ("/healthz", "/livez"):
+                self._probe(*health.live())
+            elif path == "/readyz":
+                self._probe(*health.ready())
+            else:
+                self._send(404, b"not found\n", "text/plain")
+
+        def _probe(self, ok: bool, reason: str) -> None:
+            self._send(200 if ok else 503, f"{reason}\n".encode(), "text/plain")
+
+        def _send(self, code: int, body: bytes, content_type: str) -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            """Probes hit every few seconds; access lines would drown the worker's own logs."""
+
+    return Handler

@@ -1,0 +1,382 @@
+"""`SyncWorker`: one sync's poller, replayers and status, started and stopped together.
+
+The worker talks to the outside only through what it is given: an Airflow client factory,
+a publisher and one subscription per target (Kafka, or `channel.InProcessChannel`), and an
+`OffsetStore`. It never imports an HTTP, Kafka or Kubernetes library itself.
+
+Status: the poller saves the checkpoint after each publish (that is the cursor; it must be
+durable). Counters, lag and last-poll times are flushed every `status_interval` and at stop,
+not per event: in a cluster every save is a PATCH to the API server.
+
+Graceful stop (SIGTERM from the kubelet, Ctrl-C locally), in this order:
+
+1. Stop polling. An iteration under way finishes: its publish completes and its checkpoint
+   is saved. With the in-process channel that publish waits for the replayers, which is why
+   they keep running during this step.
+2. If the publish cannot finish within the grace period (a target is down), stop the
+   publisher so the publish fails; its checkpoint is then not saved and the events are read
+   again after the restart.
+3. Stop the replayers: writes in flight finish, back-offs are abandoned, what is done is
+   committed.
+4. Flush status, stop the transport, close the clients.
+
+The default grace (20 s) fits inside Kubernetes' default 30 s termination grace period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from airflow_asset_sync.api.spec import Endpoint, SyncSpec, Target
+from airflow_asset_sync.api.status import SourceStatus, TargetStatus, WorkerStatus
+from airflow_asset_sync.clients.airflow.base import AirflowClient
+from airflow_asset_sync.worker.backoff import BackoffPolicy
+from airflow_asset_sync.worker.clock import Clock, SystemClock, sleep_or_stop
+from airflow_asset_sync.worker.cursor import DEFAULT_OVERLAP, make_cursor
+from airflow_asset_sync.worker.filters import EventFilter
+from airflow_asset_sync.worker.health import Health
+from airflow_asset_sync.worker.metrics import InstrumentedClient, WorkerMetrics
+from airflow_asset_sync.worker.offsets import OffsetStore
+from airflow_asset_sync.worker.poller import Poller
+from airflow_asset_sync.worker.replayer import Replayer, ReplayerOptions
+from airflow_asset_sync.worker.transport import Publisher, Subscription
+
+log = logging.getLogger(__name__)
+
+#: Builds a client for the source or a target (`Target` is an `Endpoint`). Async because
+#: ``apiVersion: auto`` needs a request to find out which API the instance speaks.
+ClientFactory = Callable[[Endpoint], Awaitable[AirflowClient]]
+
+#: Retrying a client set-up that failed (instance down at start, version detection failed).
+CONNECT_BACKOFF = BackoffPolicy(initial=1.0, maximum=60.0)
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    overlap: timedelta = DEFAULT_OVERLAP
+    #: Events per poll batch; None picks the cursor's default (3.x 1000, 2.x 10000).
+    max_batch: int | None = None
+    max_invalid_retries: int = 3
+    #: Seconds between status flushes (counters, lag, last poll time).
+    status_interval: float = 10.0
+    #: Seconds the stop sequence may take in total before work is abandoned.
+    stop_grace: float = 20.0
+    replayer: ReplayerOptions = field(default_factory=ReplayerOptions)
+
+
+class SyncWorker:
+    """Runs one AirflowAssetSync until stopped.
+
+    ``await worker.run()`` returns after a graceful stop (`request_stop`, `stop`, or a
+    signal once `install_signal_handlers` was called), and raises if a component died, after
+    stopping the others, so the process exits non-zero and is restarted.
+    """
+
+    def __init__(
+        self,
+        *,
+        spec: SyncSpec,
+        sync: str,
+        client_factory: ClientFactory,
+        publisher: Publisher,
+        subscriptions: Mapping[str, Subscription],
+        store: OffsetStore,
+        metrics: WorkerMetrics | None = None,
+        health: Health | None = None,
+        clock: Clock | None = None,
+        options: WorkerOptions | None = None,
+    ) -> None:
+        names = {t.name for t in spec.targets}
+        if set(subscriptions) != names:
+            raise ValueError(
+                f"need one subscription per target {sorted(names)}, got {sorted(subscriptions)}"
+            )
+        self._spec = spec
+        self._sync = sync
+        self._client_factory = client_factory
+        self._publisher = publisher
+        self._subscriptions = dict(subscriptions)
+        self._store = store
+        self.metrics = metrics if metrics is not None else WorkerMetrics()
+        self._clock: Clock = clock if clock is not None else SystemClock()
+        if health is None:
+            # A poll succeeds once per interval at best; allow a few missed ones before
+            # reporting not-ready (pollInterval may be up to an hour).
+            ready_after = max(60.0, 3 * spec.poll_interval_seconds)
+            health = Health(monotonic=self._clock.monotonic, ready_after=ready_after)
+        self.health = health
+        self._options = options if options is not None else WorkerOptions()
+        self._stop_requested = asyncio.Event()
+        self._finished = asyncio.Event()
+        self._status: WorkerStatus | None = None
+        self._log_extra = {"sync": sync}
+
+    @property
+    def status(self) -> WorkerStatus | None:
+        """The live worker status (None before `run` loaded it)."""
+        return self._status
+
+    def request_stop(self) -> None:
+        """Ask for a graceful stop; safe to call from a signal handler or twice."""
+        if not self._stop_requested.is_set():
+            log.info("stop requested", extra=self._log_extra)
+        self.health.stopping()
+        self._stop_requested.set()
+
+    async def stop(self) -> None:
+        """Request a stop and wait until `run` has finished it."""
+        self.request_stop()
+        await self._finished.wait()
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM and SIGINT request a graceful stop (call from inside the running loop)."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+
+    async def run(self) -> None:
+        clients: list[AirflowClient] = []
+        try:
+            await self._run(clients)
+        finally:
+            for client in clients:
+                with contextlib.suppress(Exception):
+                    await client.aclose()
+            self._finished.set()
+
+    async def _client(self, endpoint: Endpoint, role: str) -> AirflowClient:
+        raw = await self._client_factory(endpoint)
+        return InstrumentedClient(raw, role=role, metrics=self.metrics)
+
+    async def _run(self, clients: list[AirflowClient]) -> None:
+        spec = self._spec
+        status = await self._store.load()
+        names = {t.name for t in spec.targets}
+        status.targets = [t for t in status.targets if t.name in names]  # removed targets
+        for target in spec.targets:
+            status.target(target.name)
+        self._status = status
+
+        await self._publisher.start()
+        for subscription in self._subscriptions.values():
+            await subscription.start()
+        log.info(
+            "worker starting",
+            extra={
+                **self._log_extra,
+                "targets": [t.name for t in spec.targets],
+                "checkpoint_initialized": status.source.checkpoint.initialized,
+            },
+        )
+
+        poll_stop, replay_stop, aux_stop = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        poll_task = asyncio.create_task(self._source_side(poll_stop, clients), name="poller")
+        replay_tasks = [
+            asyncio.create_task(
+                self._target_side(target, replay_stop, clients), name=f"replayer:{target.name}"
+            )
+            for target in spec.targets
+        ]
+        aux_tasks = [
+            asyncio.create_task(self._flush_periodically(aux_stop), name="status-flush"),
+            asyncio.create_task(self._heartbeat(aux_stop), name="heartbeat"),
+        ]
+        self.health.started()
+        stop_wait = asyncio.create_task(self._stop_requested.wait())
+        done, _ = await asyncio.wait(
+            {poll_task, *replay_tasks, stop_wait}, return_when=asyncio.FIRST_COMPLETED
+        )
+        died = [t for t in done if t is not stop_wait]
+        if died:
+            reason = _task_failure(died[0])
+            self.health.failed(reason)
+            log.error("worker component stopped unexpectedly", extra={"reason": reason})
+        stop_wait.cancel()
+        await self._shutdown(poll_task, replay_tasks, aux_tasks, poll_stop, replay_stop, aux_stop)
+        for task in died:
+            failure = None if task.cancelled() else task.exception()
+            if failure is not None:
+                raise failure
+        if died:
+            raise RuntimeError(f"worker component {died[0].get_name()} stopped unexpectedly")
+
+    async def _connect(
+        self,
+        endpoint: Endpoint,
+        role: str,
+        status: SourceStatus | TargetStatus,
+        stop: asyncio.Event,
+    ) -> AirflowClient | None:
+        """A client for `endpoint`, retried with back-off; None if stopped first.
+
+        Why retry here instead of failing the worker: with ``apiVersion: auto`` building a
+        client needs a request, and one target being down at start must not keep the source
+        and the other targets from running (nor crash-loop the pod).
+        """
+        backoff = CONNECT_BACKOFF.start()
+        while True:
+            try:
+                return await self._client(endpoint, role)
+            except Exception as exc:
+                delay = backoff.next()
+                status.last_error = f"connect: {type(exc).__name__}: {exc}"
+                log.warning(
+                    "cannot set up the Airflow client; retrying",
+                    extra={
+                        **self._log_extra,
+                        "role": role,
+                        "error": status.last_error,
+                        "delay_s": round(delay, 2),
+                    },
+                )
+                if await sleep_or_stop(self._clock, stop, delay):
+                    return None
+
+    async def _source_side(self, stop: asyncio.Event, clients: list[AirflowClient]) -> None:
+        assert self._status is not None
+        spec, options, status = self._spec, self._options, self._status.source
+        client = await self._connect(spec.source, "source", status, stop)
+        if client is None:
+            return
+        clients.append(client)
+        status.api_version = client.api_version
+        status.last_error = None
+        poller = Poller(
+            cursor=make_cursor(client, overlap=options.overlap, max_batch=options.max_batch),
+            publisher=self._publisher,
+            store=self._store,
+            status=status,
+            sync=self._sync,
+            origin=spec.source.identity,
+            event_filter=EventFilter(spec.assets),
+            start_from=spec.start,
+            poll_interval=spec.poll_interval_seconds,
+            clock=self._clock,
+            metrics=self.metrics,
+            health=self.health,
+            overlap=options.overlap,
+            max_invalid_retries=options.max_invalid_retries,
+        )
+        log.info("polling the source", extra={**self._log_extra, "api": client.api_version})
+        await poller.run(stop)
+
+    async def _target_side(
+        self, target: Target, stop: asyncio.Event, clients: list[AirflowClient]
+    ) -> None:
+        assert self._status is not None
+        status = self._status.target(target.name)
+        client = await self._connect(target, f"target:{target.name}", status, stop)
+        if client is None:
+            return
+        clients.append(client)
+        status.api_version = client.api_version
+        status.last_error = None
+        replayer = Replayer(
+            target=target,
+            client=client,
+            subscription=self._subscriptions[target.name],
+            status=status,
+            clock=self._clock,
+            metrics=self.metrics,
+            options=self._options.replayer,
+        )
+        log.info(
+            "replaying into target",
+            extra={**self._log_extra, "target": target.name, "api": client.api_version},
+        )
+        await replayer.run(stop)
+
+    async def _shutdown(
+        self,
+        poll_task: asyncio.Task[None],
+        replay_tasks: list[asyncio.Task[None]],
+        aux_tasks: list[asyncio.Task[None]],
+        poll_stop: asyncio.Event,
+        replay_stop: asyncio.Event,
+        aux_stop: asyncio.Event,
+    ) -> None:
+        self.health.stopping()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._options.stop_grace
+
+        poll_stop.set()
+        if not await _wait_all([poll_task], deadline - loop.time()):
+            log.warning(
+                "publish did not complete within the grace period; abandoning it, "
+                "its events are read again after restart",
+                extra=self._log_extra,
+            )
+            with contextlib.suppress(Exception):
+                await self._publisher.stop()
+            if not await _wait_all([poll_task], 5.0):
+                await _cancel([poll_task])
+
+        replay_stop.set()
+        if not await _wait_all(replay_tasks, max(1.0, deadline - loop.time())):
+            log.warning("replayers did not stop in time; cancelling", extra=self._log_extra)
+            await _cancel(replay_tasks)
+
+        aux_stop.set()
+        await _cancel(aux_tasks)
+        await self.flush()
+        for name, subscription in self._subscriptions.items():
+            try:
+                await subscription.stop()
+            except Exception as exc:
+                log.warning("subscription stop failed", extra={"target": name, "error": str(exc)})
+        try:
+            await self._publisher.stop()
+        except Exception as exc:
+            log.warning("publisher stop failed", extra={"error": str(exc)})
+        log.info("worker stopped", extra=self._log_extra)
+
+    async def flush(self) -> None:
+        """Save the worker status (counters, lag, checkpoint) now."""
+        if self._status is None:
+            return
+        try:
+            await self._store.save_source(self._status.source)
+            for target in self._status.targets:
+                await self._store.save_target(target)
+        except Exception as exc:
+            log.warning("status flush failed", extra={**self._log_extra, "error": str(exc)})
+
+    async def _flush_periodically(self, stop: asyncio.Event) -> None:
+        while not await sleep_or_stop(self._clock, stop, self._options.status_interval):
+            await self.flush()
+
+    async def _heartbeat(self, stop: asyncio.Event) -> None:
+        """Real time on purpose: liveness is about this event loop turning, not a fake clock."""
+        while not stop.is_set():
+            self.health.beat()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=1.0)
+
+
+async def _wait_all(tasks: list[asyncio.Task[None]], seconds: float) -> bool:
+    if not tasks:
+        return True
+    _, pending = await asyncio.wait(tasks, timeout=max(0.0, seconds))
+    return not pending
+
+
+async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _task_failure(task: asyncio.Task[Any]) -> str:
+    if task.cancelled():
+        return f"{task.get_name()} was cancelled"
+    exc = task.exception()
+    if exc is None:
+        return f"{task.get_name()} returned"
+    return f"{task.get_name()}: {type(exc).__name__}: {exc}"

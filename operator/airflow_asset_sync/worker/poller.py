@@ -1,0 +1,338 @@
+"""The poller: read new source events, publish them, and only then move the checkpoint.
+
+One iteration (`Poller.poll_once`):
+
+1. Resolve ``startFrom`` once (checkpoint not yet initialized) and save that checkpoint.
+2. Read a batch through the cursor.
+3. Hold back what cannot be delivered yet (invalid rows, see below).
+4. Drop events that must not be forwarded, each counted:
+   - already in the transport (ids from ``publisher.published_keys`` at start: a crash
+     between publish and checkpoint re-reads them);
+   - written by a sync (their ``extra`` carries the marker key): loop prevention, so an
+     A <-> B pair does not ping-pong an event forever. Any marker counts, not only ours: an
+     event a replayer wrote is a copy, and copies are never copied again;
+   - filtered out by ``spec.assets``.
+5. Wrap the rest in `Envelope`s and ``await publisher.publish``.
+6. Only after that returns, compute and save the next checkpoint.
+
+The checkpoint never passes an event that was not delivered: if publish raises, nothing is
+saved and the same events are read again after a back-off.
+
+Invalid rows (``EventPage.invalid``): a row the client could not validate cannot be
+delivered, and skipping it at once would lose it to a transient fault (a truncated response,
+a server mid-upgrade). So the poller holds the checkpoint below it and retries: while a row
+has failed fewer than `max_invalid_retries` consecutive polls, only events before it are
+handled (when the client tells its position through ``timestamp`` / ``event_id`` attributes
+on the `BadResponse`) or nothing at all (position unknown). After that the row is skipped for
+good: counted in ``eventsInvalid``, logged at error level with its event id, remembered so it
+is not counted again. A restart forgets that memory: the row is then held and counted once
+more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from airflow_asset_sync.api.events import MARKER_KEY, Envelope, SourceEvent
+from airflow_asset_sync.api.spec import StartFrom
+from airflow_asset_sync.api.status import SourceStatus
+from airflow_asset_sync.clients.airflow.base import BadResponse
+from airflow_asset_sync.worker.backoff import BackoffPolicy
+from airflow_asset_sync.worker.clock import Clock, sleep_or_stop
+from airflow_asset_sync.worker.cursor import (
+    DEFAULT_OVERLAP,
+    Batch,
+    Cursor,
+    next_checkpoint,
+    resolve_start,
+)
+from airflow_asset_sync.worker.filters import EventFilter
+from airflow_asset_sync.worker.health import Health
+from airflow_asset_sync.worker.metrics import WorkerMetrics
+from airflow_asset_sync.worker.offsets import OffsetStore
+from airflow_asset_sync.worker.transport import Publisher
+
+log = logging.getLogger(__name__)
+
+#: Invalid rows remembered as skipped (so each is counted once per process).
+_SKIPPED_MEMORY = 1000
+
+InvalidKey = tuple[str, object]
+
+#: Back-off after a failed poll (source down, publish failed).
+POLL_ERROR_BACKOFF = BackoffPolicy(initial=1.0, maximum=60.0)
+
+
+@dataclass(frozen=True)
+class PollResult:
+    """What one iteration did; `more` asks for an immediate re-poll."""
+
+    read: int
+    published: int
+    filtered: int
+    looped: int
+    already_published: int
+    held: int
+    more: bool
+
+
+_EVENT_IN_MESSAGE = re.compile(r"\bevent (\d+)\b")
+_ROW_IN_MESSAGE = re.compile(r"\s*\brow \d+\b")
+
+
+def _invalid_key(exc: BadResponse) -> InvalidKey:
+    """A stable identity for an invalid row across polls.
+
+    The event id when the client attaches it (``event_id`` attribute) or names it in the
+    message ("event 57"); else the message without its row index, since a row's index in a
+    page moves as new events arrive (2.x walks from the newest).
+    """
+    event_id = getattr(exc, "event_id", None)
+    if isinstance(event_id, int):
+        return ("id", event_id)
+    found = _EVENT_IN_MESSAGE.search(str(exc))
+    if found:
+        return ("id", int(found.group(1)))
+    return ("message", _ROW_IN_MESSAGE.sub("", str(exc)))
+
+
+def _invalid_position(exc: BadResponse) -> tuple[datetime, int] | None:
+    ts = getattr(exc, "timestamp", None)
+    if not isinstance(ts, datetime) or ts.tzinfo is None:
+        return None
+    event_id = getattr(exc, "event_id", None)
+    return (ts, event_id if isinstance(event_id, int) else -1)
+
+
+class Poller:
+    """Moves source events into the transport for one sync."""
+
+    def __init__(
+        self,
+        *,
+        cursor: Cursor,
+        publisher: Publisher,
+        store: OffsetStore,
+        status: SourceStatus,
+        sync: str,
+        origin: str,
+        event_filter: EventFilter,
+        start_from: StartFrom,
+        poll_interval: float,
+        clock: Clock,
+        metrics: WorkerMetrics,
+        health: Health | None = None,
+        overlap: timedelta = DEFAULT_OVERLAP,
+        max_invalid_retries: int = 3,
+        error_backoff: BackoffPolicy = POLL_ERROR_BACKOFF,
+    ) -> None:
+        self._cursor = cursor
+        self._publisher = publisher
+        self._store = store
+        self.status = status
+        self._sync = sync
+        self._origin = origin
+        self._filter = event_filter
+        self._start_from = start_from
+        self._poll_interval = poll_interval
+        self._clock = clock
+        self._metrics = metrics
+        self._health = health
+        self._overlap = overlap
+        self._max_invalid_retries = max_invalid_retries
+        self._error_backoff = error_backoff
+        self._published_keys: set[int] | None = None
+        self._strikes: dict[InvalidKey, int] = {}
+        self._skipped_invalid: OrderedDict[InvalidKey, None] = OrderedDict()
+        self._log_extra = {"sync": sync, "origin": origin}
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Poll until `stop` is set. An iteration under way (publish, checkpoint) completes."""
+        backoff = self._error_backoff.start()
+        while not stop.is_set():
+            try:
+                result = await self.poll_once()
+            except Exception as exc:
+                kind = type(exc).__name__
+                self.status.last_error = f"{kind}: {exc}"
+                self._metrics.poll_errors.labels(kind=kind).inc()
+                delay = backoff.next()
+                log.warning(
+                    "poll failed; retrying",
+                    extra={**self._log_extra, "error": self.status.last_error, "delay_s": delay},
+                )
+            else:
+                backoff.reset()
+                delay = 0.0 if result.more else self._poll_interval
+            if await sleep_or_stop(self._clock, stop, delay):
+                break
+
+    async def _initialize(self) -> None:
+        if self._published_keys is None:
+            self._published_keys = set(await self._publisher.published_keys(self._origin))
+            if self._published_keys:
+                log.info(
+                    "transport already holds events of this origin; they will not be re-sent",
+                    extra={**self._log_extra, "count": len(self._published_keys)},
+                )
+        if not self.status.checkpoint.initialized:
+            self.status.checkpoint = await resolve_start(
+                self._cursor, self._start_from, overlap=self._overlap
+            )
+            await self._store.save_source(self.status)
+            log.info(
+                "start position resolved",
+                extra={
+                    **self._log_extra,
+                    "start_from": str(self._start_from),
+                    "checkpoint": _describe(self.status.checkpoint.timestamp),
+                },
+            )
+
+    async def poll_once(self) -> PollResult:
+        await self._initialize()
+        assert self._published_keys is not None
+        previous = self.status.checkpoint
+        batch = await self._cursor.read(previous)
+        candidates = self._deliverable(batch)
+
+        envelopes: list[Envelope] = []
+        looped = filtered = already = 0
+        for event in candidates:
+            if event.id in self._published_keys:
+                already += 1
+            elif MARKER_KEY in event.extra:
+                looped += 1
+            elif (reason := self._filter.rejection(event)) is not None:
+                filtered += 1
+                log.debug(
+                    "event filtered",
+                    extra={**self._log_extra, "event_id": event.id, "reason": reason},
+                )
+            else:
+                envelopes.append(Envelope(sync=self._sync, origin=self._origin, event=event))
+
+        if envelopes:
+            await self._publisher.publish(envelopes)
+
+        # Published: only now may the checkpoint move past these events.
+        self._count(candidates, envelopes, filtered=filtered, looped=looped, already=already)
+        checkpoint = next_checkpoint(
+            previous, batch=batch, handled=candidates, overlap=self._overlap
+        )
+        if checkpoint != previous:
+            self.status.checkpoint = checkpoint
+            await self._store.save_source(self.status)
+        now = self._clock.now()
+        self.status.last_poll_time = now
+        self.status.last_error = None
+        self._metrics.last_successful_poll.set(now.timestamp())
+        if self._health is not None:
+            self._health.poll_succeeded()
+        held = len(batch.events) - len(candidates)
+        return PollResult(
+            read=len(batch.events),
+            published=len(envelopes),
+            filtered=filtered,
+            looped=looped,
+            already_published=already,
+            held=held,
+            more=batch.more and held == 0,
+        )
+
+    def _count(
+        self,
+        handled: Sequence[SourceEvent],
+        envelopes: Sequence[Envelope],
+        *,
+        filtered: int,
+        looped: int,
+        already: int,
+    ) -> None:
+        self._metrics.events_polled.inc(len(handled))
+        self._metrics.events_published.inc(len(envelopes))
+        self._metrics.events_filtered.labels(reason="filter").inc(filtered)
+        self._metrics.events_filtered.labels(reason="synced").inc(looped)
+        self._metrics.events_filtered.labels(reason="already_published").inc(already)
+        self.status.events_published += len(envelopes)
+        self.status.events_filtered += filtered
+        if handled:
+            newest = max(e.timestamp for e in handled)
+            last = self.status.last_event_time
+            self.status.last_event_time = newest if last is None else max(last, newest)
+        if envelopes:
+            log.info(
+                "published",
+                extra={
+                    **self._log_extra,
+                    "count": len(envelopes),
+                    "first_event_id": envelopes[0].event.id,
+                    "last_event_id": envelopes[-1].event.id,
+                },
+            )
+        if looped:
+            log.debug("events written by a sync not forwarded", extra={"count": looped})
+
+    def _deliverable(self, batch: Batch) -> list[SourceEvent]:
+        """The prefix of the batch that may be handled now, given its invalid rows."""
+        hold_all = False
+        barrier: tuple[datetime, int] | None = None
+        strikes: dict[InvalidKey, int] = {}
+        for exc in batch.invalid:
+            key = _invalid_key(exc)
+            if key in self._skipped_invalid or key in strikes:
+                continue
+            strikes[key] = self._strikes.get(key, 0) + 1
+            event_id = key[1] if key[0] == "id" else None
+            if strikes[key] > self._max_invalid_retries:
+                del strikes[key]
+                self._skip_invalid(key, exc, event_id)
+                continue
+            log.warning(
+                "source returned an invalid event; holding the checkpoint below it",
+                extra={
+                    **self._log_extra,
+                    "event_id": event_id,
+                    "attempt": strikes[key],
+                    "error": str(exc),
+                },
+            )
+            position = _invalid_position(exc)
+            if position is None:
+                hold_all = True
+            elif barrier is None or position < barrier:
+                barrier = position
+        # Only consecutive failures count: a row that went away (fixed, or a transient bad
+        # response) starts from zero if it ever comes back.
+        self._strikes = strikes
+        if hold_all:
+            return []
+        if barrier is None:
+            return list(batch.events)
+        return [e for e in batch.events if e.sort_key < barrier]
+
+    def _skip_invalid(self, key: InvalidKey, exc: BadResponse, event_id: object) -> None:
+        self._skipped_invalid[key] = None
+        while len(self._skipped_invalid) > _SKIPPED_MEMORY:
+            self._skipped_invalid.popitem(last=False)
+        self.status.events_invalid += 1
+        self._metrics.events_invalid.inc()
+        log.error(
+            "skipping a source event that keeps failing validation",
+            extra={
+                **self._log_extra,
+                "event_id": event_id,
+                "attempts": self._max_invalid_retries,
+                "error": str(exc),
+            },
+        )
+
+
+def _describe(ts: datetime | None) -> str:
+    return ts.isoformat() if ts is not None else "beginning of history"

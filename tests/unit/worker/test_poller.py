@@ -1,0 +1,352 @@
+"""The poller: publish before checkpoint, loop prevention, filters, invalid rows, cadence."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from airflow_asset_sync.api.events import MARKER_KEY
+from airflow_asset_sync.api.spec import AssetFilter, StartFrom
+from airflow_asset_sync.api.status import Checkpoint, SourceStatus
+from airflow_asset_sync.clients.airflow.base import Unavailable
+from airflow_asset_sync.worker.cursor import make_cursor
+from airflow_asset_sync.worker.filters import EventFilter
+from airflow_asset_sync.worker.metrics import WorkerMetrics
+from airflow_asset_sync.worker.poller import Poller
+
+from .fakes import T0, FakeAirflow, FakeClock, FakePublisher, MemoryStore, Version, wait_until
+
+ORIGIN = "http://source:8080"
+SYNC = "team-a/orders"
+
+
+def at(seconds: float) -> Any:
+    return T0 + timedelta(seconds=seconds)
+
+
+class Rig:
+    """A poller wired to fakes."""
+
+    def __init__(
+        self,
+        *,
+        version: Version = "v2",
+        start_from: StartFrom = "earliest",
+        assets: dict[str, Any] | None = None,
+        status: SourceStatus | None = None,
+        max_batch: int | None = None,
+        page_limit: int = 100,
+        server: FakeAirflow | None = None,
+        publisher: FakePublisher | None = None,
+        store: MemoryStore | None = None,
+    ) -> None:
+        self.server = server or FakeAirflow(api_version=version, page_limit=page_limit)
+        self.publisher = publisher or FakePublisher()
+        self.store = store or MemoryStore()
+        self.clock = FakeClock()
+        self.metrics = WorkerMetrics()
+        self.poller = Poller(
+            cursor=make_cursor(self.server.client(), max_batch=max_batch),
+            publisher=self.publisher,
+            store=self.store,
+            status=status or SourceStatus(),
+            sync=SYNC,
+            origin=ORIGIN,
+            event_filter=EventFilter(AssetFilter.model_validate(assets or {})),
+            start_from=start_from,
+            poll_interval=1.0,
+            clock=self.clock,
+            metrics=self.metrics,
+        )
+
+    def metric(self, name: str, **labels: str) -> float:
+        return self.metrics.value(f"aas_{name}_total", labels)
+
+
+async def test_publishes_envelopes_then_saves_the_checkpoint() -> None:
+    rig = Rig()
+    events = [rig.server.emit("s3://b/x", at=at(i)) for i in range(3)]
+    published_at_save: list[list[int]] = []
+    rig.store.on_save_source = lambda s: published_at_save.append(list(rig.publisher.ids))
+
+    result = await rig.poller.poll_once()
+
+    assert result.published == 3
+    assert rig.publisher.ids == [e.id for e in events]
+    envelope = rig.publisher.published[0]
+    assert (envelope.sync, envelope.origin, envelope.event) == (SYNC, ORIGIN, events[0])
+    saved = rig.store.source_saves[-1]
+    assert saved.checkpoint.timestamp == events[-1].timestamp
+    assert saved.events_published == 3
+    # Every checkpoint save happened after the events it covers were published.
+    assert published_at_save[-1] == [e.id for e in events]
+
+
+async def test_checkpoint_never_passes_an_event_the_publisher_did_not_take() -> None:
+    rig = Rig()
+    for i in range(3):
+        rig.server.emit("s3://b/x", at=at(i))
+    rig.publisher.failures.append(RuntimeError("broker down"))
+
+    with pytest.raises(RuntimeError, match="broker down"):
+        await rig.poller.poll_once()
+
+    # Only the start position was saved; no checkpoint covers the unpublished events.
+    assert all(s.checkpoint.timestamp is None for s in rig.store.source_saves)
+    assert rig.poller.status.checkpoint.timestamp is None
+    assert rig.poller.status.events_published == 0
+
+    await rig.poller.poll_once()  # broker back: the same events are read and published
+    assert rig.publisher.ids == [1, 2, 3]
+    assert rig.store.source_saves[-1].checkpoint.timestamp == at(2)
+
+
+async def test_run_backs_off_after_a_failed_publish_and_recovers() -> None:
+    rig = Rig()
+    rig.server.emit("s3://b/x", at=at(1))
+    rig.publisher.failures.append(RuntimeError("broker down"))
+    stop = asyncio.Event()
+    task = asyncio.create_task(rig.poller.run(stop))
+    await wait_until(lambda: bool(rig.clock.sleeping), what="back-off sleep")
+    assert rig.publisher.ids == []
+    assert rig.poller.status.last_error == "RuntimeError: broker down"
+    assert rig.metrics.value("aas_poll_errors_total", {"kind": "RuntimeError"}) == 1
+    await rig.clock.advance(rig.clock.sleeping[0])
+    await wait_until(lambda: rig.publisher.ids == [1], what="publish after recovery")
+    assert rig.poller.status.last_error is None
+    stop.set()
+    await task
+
+
+@pytest.mark.parametrize("marker_origin", [ORIGIN, "http://elsewhere:8080"])
+async def test_events_written_by_a_sync_are_never_forwarded(marker_origin: str) -> None:
+    rig = Rig()
+    mine = rig.server.emit("s3://b/x", at=at(1))
+    marker = {"origin": marker_origin, "event_id": 7, "timestamp": T0.isoformat(), "sync": "x/y"}
+    rig.server.emit("s3://b/x", at=at(2), extra={MARKER_KEY: marker, "from_rest_api": True})
+    after = rig.server.emit("s3://b/x", at=at(3))
+
+    result = await rig.poller.poll_once()
+
+    assert rig.publisher.ids == [mine.id, after.id]
+    assert result.looped == 1
+    assert rig.metric("events_filtered", reason="synced") == 1
+    assert rig.poller.status.checkpoint.timestamp == at(3)  # passed it, not stuck on it
+
+
+async def test_filtered_events_are_counted_and_passed() -> None:
+    rig = Rig(assets={"include": [{"glob": "s3://sales/*"}], "exclude": [{"glob": "*tmp*"}]})
+    kept = rig.server.emit("s3://sales/orders", at=at(1))
+    rig.server.emit("s3://hr/people", at=at(2))
+    rig.server.emit("s3://sales/tmp", at=at(3))
+
+    await rig.poller.poll_once()
+
+    assert rig.publisher.ids == [kept.id]
+    assert rig.poller.status.events_filtered == 2
+    assert rig.metric("events_filtered", reason="filter") == 2
+    assert rig.poller.status.checkpoint.timestamp == at(3)
+    await rig.poller.poll_once()
+    assert rig.publisher.ids == [kept.id]  # not re-read as new
+
+
+async def test_events_already_in_the_transport_are_not_published_again() -> None:
+    rig = Rig()
+    for i in range(4):
+        rig.server.emit("s3://b/x", at=at(i))
+    rig.publisher.keys = {1, 2}  # published before a crash, checkpoint not saved
+    await rig.poller.poll_once()
+    assert rig.publisher.ids == [3, 4]
+    assert rig.metric("events_filtered", reason="already_published") == 2
+    assert rig.poller.status.checkpoint.timestamp == at(3)
+
+
+async def test_start_position_is_saved_before_anything_is_published() -> None:
+    rig = Rig(start_from="latest")
+    rig.server.emit("s3://b/x", at=at(1))
+    rig.server.emit("s3://b/x", at=at(2))
+    await rig.poller.poll_once()
+    first = rig.store.source_saves[0]
+    assert first.checkpoint.initialized is True
+    assert first.checkpoint.timestamp == at(2)
+    assert rig.publisher.ids == []
+
+
+async def test_restart_resumes_from_the_checkpoint_not_from_latest_again() -> None:
+    server = FakeAirflow(api_version="v2")
+    store = MemoryStore()
+    server.emit("s3://b/x", at=at(1))
+    first = Rig(start_from="latest", server=server, store=store)
+    await first.poller.poll_once()
+    # The worker is down while these arrive; "latest" must not be resolved again.
+    missed = [server.emit("s3://b/x", at=at(10 + i)) for i in range(2)]
+    loaded = await store.load()
+    second = Rig(start_from="latest", server=server, store=store, status=loaded.source)
+    await second.poller.poll_once()
+    assert second.publisher.ids == [e.id for e in missed]
+
+
+async def test_full_batches_are_followed_by_an_immediate_repoll() -> None:
+    rig = Rig(max_batch=100, page_limit=100)
+    for i in range(250):
+        rig.server.emit("s3://b/x", at=at(i * 0.01))
+    stop = asyncio.Event()
+    task = asyncio.create_task(rig.poller.run(stop))
+    await wait_until(lambda: bool(rig.clock.sleeping), what="the poller to sleep")
+    # All 250 went out in three batches before the first pause of a poll interval.
+    assert [len(b) for b in rig.publisher.batches] == [100, 100, 50]
+    assert [s for s in rig.clock.sleep_calls if s > 0] == [1.0]
+    stop.set()
+    await task
+
+
+async def test_idle_poller_sleeps_the_poll_interval_between_polls() -> None:
+    rig = Rig()
+    stop = asyncio.Event()
+    task = asyncio.create_task(rig.poller.run(stop))
+    await wait_until(lambda: rig.clock.sleeping == [1.0], what="first sleep")
+    polls = len([r for r in rig.server.requests if r[0] == "list_events"])
+    event = rig.server.emit("s3://b/x", at=at(5))
+    await asyncio.sleep(0)
+    assert rig.publisher.ids == []  # not before the interval elapsed
+    await rig.clock.advance(1.0)
+    await wait_until(lambda: rig.publisher.ids == [event.id], what="publish")
+    assert len([r for r in rig.server.requests if r[0] == "list_events"]) > polls
+    assert rig.metrics.value("aas_last_successful_poll_timestamp_seconds") == pytest.approx(
+        rig.clock.now().timestamp()
+    )
+    stop.set()
+    await task
+
+
+async def test_stop_lets_a_publish_in_flight_finish_and_checkpoint() -> None:
+    rig = Rig()
+    rig.server.emit("s3://b/x", at=at(1))
+    rig.publisher.gate = asyncio.Event()
+    stop = asyncio.Event()
+    task = asyncio.create_task(rig.poller.run(stop))
+    await wait_until(lambda: rig.publisher.publishing, what="publish in flight")
+    stop.set()
+    await asyncio.sleep(0)
+    assert not task.done()
+    rig.publisher.gate.set()
+    await task
+    assert rig.publisher.ids == [1]
+    assert rig.store.source_saves[-1].checkpoint.timestamp == at(1)
+    polls = len([r for r in rig.server.requests if r[0] == "list_events"])
+    await rig.clock.advance(5)
+    assert len([r for r in rig.server.requests if r[0] == "list_events"]) == polls
+
+
+async def test_source_errors_are_retried_with_backoff() -> None:
+    rig = Rig()
+    rig.server.emit("s3://b/x", at=at(1))
+    rig.server.list_failures.extend([Unavailable("503"), Unavailable("503")])
+    stop = asyncio.Event()
+    task = asyncio.create_task(rig.poller.run(stop))
+    await wait_until(lambda: bool(rig.clock.sleeping), what="first back-off")
+    first = rig.clock.sleeping[0]
+    await rig.clock.advance(first)
+    await wait_until(lambda: len(rig.clock.sleep_calls) >= 2, what="second back-off")
+    second = rig.clock.sleep_calls[1]
+    assert second > first  # exponential
+    await rig.clock.advance(second)
+    await wait_until(lambda: rig.publisher.ids == [1], what="publish after recovery")
+    stop.set()
+    await task
+
+
+# -- invalid rows -----------------------------------------------------------------------------
+
+
+async def test_invalid_row_with_position_holds_the_checkpoint_below_it_then_is_skipped(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    rig = Rig()
+    rig.server.invalid_mode = "positioned"
+    before = rig.server.emit("s3://b/x", at=at(1))
+    bad = rig.server.emit("s3://b/x", at=at(2))
+    after = rig.server.emit("s3://b/x", at=at(3))
+    rig.server.invalid_ids = {bad.id}
+
+    for attempt in range(3):
+        result = await rig.poller.poll_once()
+        assert rig.publisher.ids == [before.id]  # nothing past the bad row
+        assert rig.poller.status.checkpoint.timestamp == at(1)
+        assert result.held == 1, attempt
+    assert rig.poller.status.events_invalid == 0
+
+    with caplog.at_level("ERROR", logger="airflow_asset_sync.worker.poller"):
+        await rig.poller.poll_once()
+    assert rig.publisher.ids == [before.id, after.id]
+    assert rig.poller.status.events_invalid == 1
+    assert rig.metric("events_invalid") == 1
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert [getattr(r, "event_id", None) for r in errors] == [bad.id]
+
+    await rig.poller.poll_once()  # re-read in the window: not counted twice
+    assert rig.poller.status.events_invalid == 1
+
+
+async def test_invalid_row_without_position_holds_the_whole_batch() -> None:
+    rig = Rig()
+    rig.server.invalid_mode = "anonymous"
+    rig.server.emit("s3://b/x", at=at(1))
+    bad = rig.server.emit("s3://b/x", at=at(2))
+    rig.server.emit("s3://b/x", at=at(3))
+    rig.server.invalid_ids = {bad.id}
+    for _ in range(3):
+        await rig.poller.poll_once()
+        assert rig.publisher.ids == []
+    await rig.poller.poll_once()
+    assert rig.publisher.ids == [1, 3]
+    assert rig.poller.status.events_invalid == 1
+
+
+async def test_invalid_row_named_only_in_the_message_is_tracked_by_event_id(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The real clients name the event and its row index in the message. On 2.x the row index
+    # moves as new events arrive; the row must still be recognised as the same one.
+    rig = Rig(version="v1")
+    rig.server.invalid_mode = "message"
+    bad = rig.server.emit("s3://b/x", at=at(1))
+    rig.server.invalid_ids = {bad.id}
+    for i in range(3):
+        rig.server.emit("s3://b/x", at=at(2 + i))  # shifts the bad row down the page
+        await rig.poller.poll_once()
+        assert rig.publisher.ids == []  # position unknown: the whole batch waits
+    with caplog.at_level("ERROR", logger="airflow_asset_sync.worker.poller"):
+        await rig.poller.poll_once()
+    assert sorted(rig.publisher.ids) == [2, 3, 4]
+    assert rig.poller.status.events_invalid == 1
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert [getattr(r, "event_id", None) for r in errors] == [bad.id]
+    rig.server.emit("s3://b/x", at=at(5))
+    await rig.poller.poll_once()
+    assert rig.poller.status.events_invalid == 1  # remembered, not counted again
+
+
+async def test_invalid_row_that_heals_is_delivered() -> None:
+    rig = Rig()
+    rig.server.invalid_mode = "positioned"
+    bad = rig.server.emit("s3://b/x", at=at(1))
+    rig.server.invalid_ids = {bad.id}
+    await rig.poller.poll_once()
+    assert rig.publisher.ids == []
+    rig.server.invalid_ids = set()  # a transient bad response
+    await rig.poller.poll_once()
+    assert rig.publisher.ids == [bad.id]
+    assert rig.poller.status.events_invalid == 0
+
+
+async def test_checkpoint_in_status_is_initialized_only_once() -> None:
+    status = SourceStatus(checkpoint=Checkpoint(timestamp=at(5), initialized=True))
+    rig = Rig(start_from="latest", status=status)
+    rig.server.emit("s3://b/x", at=at(6))
+    rig.server.emit("s3://b/x", at=at(7))
+    await rig.poller.poll_once()
+    assert rig.publisher.ids == [1, 2]  # latest would have skipped both
