@@ -1,0 +1,153 @@
+"""Turn a spec's Secret references into credential values, in a pod or on a laptop.
+
+In a worker pod the operator delivers every referenced Secret key as an env variable (and CA
+bundles as files), named by `resources.credentials`; `from_env` reads them back with the same
+names, so the two sides cannot disagree. In standalone mode (`airflow-asset-sync run -f`) the
+same YAML a user would `kubectl apply` may carry the Secrets too; `from_manifests` reads
+those, falling back to the env names so a secret need not be written into a file.
+
+A missing value is a `MissingCredential` naming the Secret, the key and the spec field,
+never the value of anything.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from airflow_asset_sync.api.spec import SyncSpec
+from airflow_asset_sync.clients.airflow.http import Credentials
+from airflow_asset_sync.resources import credentials as refs
+from airflow_asset_sync.resources import naming
+
+
+class MissingCredential(LookupError):
+    """A referenced Secret or key is not there."""
+
+
+@dataclass(frozen=True)
+class KafkaCredentials:
+    username: str = field(repr=False)
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class ResolvedCredentials:
+    """Everything secret a worker needs, keyed by endpoint."""
+
+    source: Credentials
+    targets: Mapping[str, Credentials]
+    kafka: KafkaCredentials | None = None
+    #: CA bundle file per endpoint role ("source", "target:<name>", "kafka").
+    ca_files: Mapping[str, str] = field(default_factory=dict)
+
+    def secrets(self) -> tuple[str, ...]:
+        """Every secret value, for scrubbing messages."""
+        out = [*self.source.secrets()]
+        for creds in self.targets.values():
+            out += creds.secrets()
+        if self.kafka is not None:
+            out += [self.kafka.username, self.kafka.password]
+        return tuple(v for v in out if v)
+
+
+Lookup = Callable[[refs.EnvCredential], str | None]
+
+
+def _assemble(spec: SyncSpec, lookup: Lookup, ca_files: Mapping[str, str]) -> ResolvedCredentials:
+    values: dict[str, str] = {}
+    for ref in refs.env_credentials(spec):
+        value = lookup(ref)
+        if value is None:
+            raise MissingCredential(
+                f"{ref.field_path}: Secret {ref.secret_name!r} has no key {ref.key!r} "
+                f"(and env {ref.env_name} is not set)"
+            )
+        values[ref.env_name] = value
+
+    def creds(env: Callable[[naming.CredentialField], str]) -> Credentials:
+        return Credentials(
+            username=values.get(env("USERNAME")),
+            password=values.get(env("PASSWORD")),
+            token=values.get(env("TOKEN")),
+        )
+
+    def target_env(name: str) -> Callable[[naming.CredentialField], str]:
+        return lambda f: naming.target_credential_env(name, f)
+
+    kafka = None
+    if naming.kafka_credential_env("USERNAME") in values:
+        kafka = KafkaCredentials(
+            username=values[naming.kafka_credential_env("USERNAME")],
+            password=values[naming.kafka_credential_env("PASSWORD")],
+        )
+    return ResolvedCredentials(
+        source=creds(naming.source_credential_env),
+        targets={t.name: creds(target_env(t.name)) for t in spec.targets},
+        kafka=kafka,
+        ca_files=ca_files,
+    )
+
+
+def _role(bundle: refs.CaBundle) -> str:
+    if bundle.field_path == "spec.source.tls":
+        return "source"
+    if bundle.field_path == "spec.kafka.security":
+        return "kafka"
+    return "target:" + bundle.volume_name.removeprefix("ca-target-")
+
+
+def from_env(spec: SyncSpec, environ: Mapping[str, str] | None = None) -> ResolvedCredentials:
+    """Worker pod: values from env, CA bundles from the files the operator mounted."""
+    env = os.environ if environ is None else environ
+    ca_files = {_role(b): str(Path(b.mount_dir) / "ca.crt") for b in refs.ca_bundles(spec)}
+    return _assemble(spec, lambda ref: env.get(ref.env_name), ca_files)
+
+
+def _secret_data(secret: Mapping[str, Any]) -> dict[str, str]:
+    name = (secret.get("metadata") or {}).get("name", "?")
+    out: dict[str, str] = {}
+    for key, value in (secret.get("data") or {}).items():
+        try:
+            out[str(key)] = base64.b64decode(str(value), validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError) as exc:
+            raise MissingCredential(
+                f"Secret {name!r} key {key!r} is not valid base64 text"
+            ) from exc
+    out.update({str(k): str(v) for k, v in (secret.get("stringData") or {}).items()})
+    return out
+
+
+def from_manifests(
+    spec: SyncSpec,
+    secrets: Iterable[Mapping[str, Any]],
+    environ: Mapping[str, str] | None = None,
+    *,
+    workdir: Path | None = None,
+) -> ResolvedCredentials:
+    """Standalone: values from Secret manifests in the same file, else from the env names."""
+    env = os.environ if environ is None else environ
+    by_name = {str((s.get("metadata") or {}).get("name")): _secret_data(s) for s in secrets}
+
+    def lookup(ref: refs.EnvCredential) -> str | None:
+        found = by_name.get(ref.secret_name, {}).get(ref.key)
+        return found if found is not None else env.get(ref.env_name)
+
+    ca_files: dict[str, str] = {}
+    for bundle in refs.ca_bundles(spec):
+        data = by_name.get(bundle.secret_name, {}).get(bundle.key)
+        if data is None:
+            raise MissingCredential(
+                f"{bundle.field_path}: Secret {bundle.secret_name!r} has no key {bundle.key!r}"
+            )
+        folder = workdir or Path(tempfile.mkdtemp(prefix="aas-ca-"))
+        path = folder / f"{bundle.volume_name}.crt"
+        path.write_text(data)
+        ca_files[_role(bundle)] = str(path)
+    return _assemble(spec, lookup, ca_files)
