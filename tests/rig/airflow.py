@@ -270,11 +270,9 @@ class AirflowInstance:
                 return self.asset_id(uri, c)
         c = client
         if self.major == 2:
-            r = c.get(f"/api/v1/datasets/{urllib.parse.quote(uri, safe='')}")
-            r.raise_for_status()
+            r = self._get(c, f"/api/v1/datasets/{urllib.parse.quote(uri, safe='')}")
             return int(r.json()["id"])
-        r = c.get("/api/v2/assets", params={"uri_pattern": uri, "limit": 100})
-        r.raise_for_status()
+        r = self._get(c, "/api/v2/assets", params={"uri_pattern": uri, "limit": 100})
         matches = [a["id"] for a in r.json()["assets"] if a["uri"] == uri]
         assert len(matches) == 1, f"{uri}: {matches}"
         return int(matches[0])
@@ -303,8 +301,7 @@ class AirflowInstance:
             params["dataset_id" if self.major == 2 else "asset_id"] = self.asset_id(uri, c)
         out: list[dict[str, Any]] = []
         while True:
-            r = c.get(self._events_path, params={**params, "offset": len(out)})
-            r.raise_for_status()
+            r = self._get(c, self._events_path, params={**params, "offset": len(out)})
             body = r.json()
             rows = body["dataset_events" if self.major == 2 else "asset_events"]
             out.extend(self._normalise(row) for row in rows)
@@ -317,8 +314,7 @@ class AirflowInstance:
                 return self.dag_runs(dag_id, c)
         c = client
         prefix = "/api/v1" if self.major == 2 else "/api/v2"
-        r = c.get(f"{prefix}/dags/{dag_id}/dagRuns", params={"limit": 100})
-        r.raise_for_status()
+        r = self._get(c, f"{prefix}/dags/{dag_id}/dagRuns", params={"limit": 100})
         return list(r.json()["dag_runs"])
 
     def wait_for_runs(self, dag_id: str, count: int, timeout_s: float = 90) -> list[dict[str, Any]]:
@@ -332,6 +328,22 @@ class AirflowInstance:
                 if time.monotonic() > deadline:
                     raise AssertionError(f"{dag_id} has {len(runs)} runs, expected {count} within {timeout_s}s")
                 time.sleep(0.5)
+
+    @staticmethod
+    def _get(client: httpx.Client, path: str, params: dict[str, Any] | None = None) -> httpx.Response:
+        """GET with a few retries: SQLite-backed Airflow answers 500 while a writer holds the lock."""
+        for attempt in range(8):
+            try:
+                response = client.get(path, params=params)
+            except httpx.TransportError:
+                if attempt == 7:
+                    raise
+            else:
+                if response.status_code < 500 or attempt == 7:
+                    response.raise_for_status()
+                    return response
+            time.sleep(0.2 * (attempt + 1))
+        raise AssertionError("unreachable")
 
     def _normalise(self, row: dict[str, Any]) -> dict[str, Any]:
         return {

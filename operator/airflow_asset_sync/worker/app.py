@@ -1,0 +1,238 @@
+"""Assemble and run one sync: the `run`, `worker` and `check` commands.
+
+`run` (standalone) and `worker` (in a pod) differ only in where the spec, the credentials and
+the offsets come from:
+
+- `run -f sync.yaml`: the spec from the file; credentials from Secrets in the file, else
+  from env; offsets in a JSON file (`--state`).
+- `worker`: the spec from its AirflowAssetSync, read once; credentials from the env and
+  files the operator mounted; offsets in the resource's status.
+
+A spec change rolls the worker pod (the operator stamps a spec hash on it), so the worker
+reads its spec once instead of watching it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from airflow_asset_sync import logs
+from airflow_asset_sync.api.spec import Endpoint, ObjectRef, SyncObject, SyncSpec
+from airflow_asset_sync.clients.airflow.base import AirflowClient
+from airflow_asset_sync.clients.airflow.factory import connect
+from airflow_asset_sync.clients.kafka import KafkaPublisher, KafkaSettings, KafkaSubscription
+from airflow_asset_sync.clients.kube import KubeClient
+from airflow_asset_sync.worker import credentials as creds
+from airflow_asset_sync.worker.channel import InProcessChannel
+from airflow_asset_sync.worker.health import Health
+from airflow_asset_sync.worker.metrics import WorkerMetrics, start_metrics_server
+from airflow_asset_sync.worker.offsets import FileOffsetStore, OffsetStore
+from airflow_asset_sync.worker.pipeline import SyncWorker
+from airflow_asset_sync.worker.status_store import StatusOffsetStore
+from airflow_asset_sync.worker.transport import Delivery, Publisher, Subscription
+
+log = logging.getLogger(__name__)
+
+
+class BadManifest(ValueError):
+    """The YAML does not hold exactly one valid AirflowAssetSync; the message says why."""
+
+
+def describe_validation_error(exc: ValidationError, prefix: str = "spec") -> str:
+    """One line per problem, naming the field as a user wrote it (camelCase path)."""
+    lines = []
+    for err in exc.errors():
+        path = prefix
+        for part in err["loc"]:
+            path += f"[{part}]" if isinstance(part, int) else f".{part}"
+        lines.append(f"{path}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def load_manifests(path: str | Path) -> tuple[SyncObject, list[dict[str, Any]]]:
+    """The AirflowAssetSync in a multi-document YAML file, and any Secrets beside it."""
+    try:
+        docs = [d for d in yaml.safe_load_all(Path(path).read_text()) if d is not None]
+    except OSError as exc:
+        raise BadManifest(f"{path}: cannot read: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise BadManifest(f"{path}: not valid YAML: {exc}") from exc
+    if not all(isinstance(d, dict) for d in docs):
+        raise BadManifest(f"{path}: every YAML document must be a mapping")
+    syncs = [d for d in docs if d.get("kind") == "AirflowAssetSync"]
+    secrets = [d for d in docs if d.get("kind") == "Secret" and d.get("apiVersion") == "v1"]
+    if len(syncs) != 1:
+        raise BadManifest(f"{path}: expected exactly one AirflowAssetSync, found {len(syncs)}")
+    return parse_sync(syncs[0]), secrets
+
+
+def parse_sync(body: Mapping[str, Any]) -> SyncObject:
+    if not isinstance(body.get("metadata"), dict) or not body["metadata"].get("name"):
+        raise BadManifest("metadata.name is required")
+    try:
+        return SyncObject.model_validate(body)
+    except ValidationError as exc:
+        raise BadManifest(describe_validation_error(exc, prefix="")) from None
+
+
+def _client_factory(resolved: creds.ResolvedCredentials, spec: SyncSpec) -> Any:
+    async def factory(endpoint: Endpoint) -> AirflowClient:
+        if endpoint is spec.source:
+            return await connect(endpoint, resolved.source, ca_file=resolved.ca_files.get("source"))
+        name = getattr(endpoint, "name", None)
+        assert name is not None, "a target endpoint has a name"
+        return await connect(
+            endpoint, resolved.targets[name], ca_file=resolved.ca_files.get(f"target:{name}")
+        )
+
+    return factory
+
+
+def _transport(
+    sync: SyncObject, resolved: creds.ResolvedCredentials
+) -> tuple[Publisher, dict[str, Subscription]]:
+    spec = sync.spec
+    names = [t.name for t in spec.targets]
+    if spec.kafka is None:
+        channel = InProcessChannel(targets=names)
+        return channel, {n: channel.subscription(n) for n in names}
+    ca_file = resolved.ca_files.get("kafka")
+    settings = KafkaSettings.from_spec(
+        spec.kafka,
+        sync.ref,
+        sasl_username=resolved.kafka.username if resolved.kafka else None,
+        sasl_password=resolved.kafka.password if resolved.kafka else None,
+        ca_file=Path(ca_file) if ca_file else None,
+    )
+    subscriptions: dict[str, Subscription] = {
+        n: KafkaSubscription(settings, sync=sync.ref, target=n, delivery=Delivery) for n in names
+    }
+    return KafkaPublisher(settings), subscriptions
+
+
+async def _run(
+    sync: SyncObject,
+    resolved: creds.ResolvedCredentials,
+    store: OffsetStore,
+    *,
+    metrics_port: int,
+    metrics_host: str,
+) -> None:
+    logs.register_secrets(resolved.secrets())
+    publisher, subscriptions = _transport(sync, resolved)
+    metrics = WorkerMetrics()
+    health = Health(
+        monotonic=time.monotonic, ready_after=max(60.0, 3 * sync.spec.poll_interval_seconds)
+    )
+    server = start_metrics_server(
+        metrics=metrics, health=health, port=metrics_port, host=metrics_host
+    )
+    worker = SyncWorker(
+        spec=sync.spec,
+        sync=str(sync.ref),
+        client_factory=_client_factory(resolved, sync.spec),
+        publisher=publisher,
+        subscriptions=subscriptions,
+        store=store,
+        metrics=metrics,
+        health=health,
+    )
+    worker.install_signal_handlers()
+    log.info(
+        "sync starting",
+        extra={
+            "sync": str(sync.ref),
+            "source": sync.spec.source.identity,
+            "targets": ",".join(t.name for t in sync.spec.targets),
+            "transport": "kafka" if sync.spec.kafka else "in-process",
+        },
+    )
+    try:
+        await worker.run()
+    finally:
+        server.close()
+    log.info("sync stopped", extra={"sync": str(sync.ref)})
+
+
+def run_standalone(
+    filename: str, *, state: str, metrics_port: int, metrics_host: str = "127.0.0.1"
+) -> int:
+    """`airflow-asset-sync run -f FILE`: one sync, no Kubernetes."""
+    try:
+        sync, secrets = load_manifests(filename)
+        resolved = creds.from_manifests(sync.spec, secrets)
+    except (BadManifest, creds.MissingCredential) as exc:
+        log.error("cannot start: %s", exc)
+        return 2
+    asyncio.run(
+        _run(
+            sync,
+            resolved,
+            FileOffsetStore(state),
+            metrics_port=metrics_port,
+            metrics_host=metrics_host,
+        )
+    )
+    return 0
+
+
+def run_in_cluster(namespace: str, name: str, *, metrics_port: int) -> int:
+    """`airflow-asset-sync worker`: the pod the operator created for one sync."""
+    kube = KubeClient.from_environment(field_manager="airflow-asset-sync-worker")
+    body = kube.get_sync(namespace=namespace, name=name)
+    if body is None:
+        log.error("AirflowAssetSync %s/%s not found", namespace, name)
+        return 2
+    try:
+        sync = parse_sync(body)
+        resolved = creds.from_env(sync.spec)
+    except (BadManifest, creds.MissingCredential) as exc:
+        log.error("cannot start: %s", exc)
+        return 2
+    store = StatusOffsetStore(kube, ObjectRef(namespace=namespace, name=name))
+    asyncio.run(_run(sync, resolved, store, metrics_port=metrics_port, metrics_host="0.0.0.0"))  # noqa: S104
+    return 0
+
+
+def check(filename: str, *, connect_endpoints: bool = False) -> int:
+    """Validate a manifest file offline; with ``connect_endpoints`` also log in everywhere."""
+    try:
+        sync, secrets = load_manifests(filename)
+        resolved = creds.from_manifests(sync.spec, secrets)
+    except (BadManifest, creds.MissingCredential) as exc:
+        print(f"invalid: {exc}")
+        return 2
+    targets = ", ".join(t.name for t in sync.spec.targets)
+    print(f"ok: {sync.ref}: {sync.spec.source.identity} -> {targets}")
+    if not connect_endpoints:
+        return 0
+    return asyncio.run(_check_endpoints(sync.spec, resolved))
+
+
+async def _check_endpoints(spec: SyncSpec, resolved: creds.ResolvedCredentials) -> int:
+    factory = _client_factory(resolved, spec)
+    failures = 0
+    endpoints: Sequence[Endpoint] = [spec.source, *spec.targets]
+    for endpoint in endpoints:
+        label = getattr(endpoint, "name", "source")
+        try:
+            client = await factory(endpoint)
+            try:
+                from airflow_asset_sync.clients.airflow.base import EventQuery
+
+                await client.list_events(EventQuery(limit=1))
+                print(f"ok: {label}: {endpoint.identity} speaks {client.api_version}")
+            finally:
+                await client.aclose()
+        except Exception as exc:
+            failures += 1
+            print(f"failed: {label}: {endpoint.identity}: {logs.scrub(str(exc))}")
+    return 1 if failures else 0
