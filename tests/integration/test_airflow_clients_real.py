@@ -10,7 +10,13 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from airflow_asset_sync.clients.airflow.base import AssetNotFound, AuthFailed, BadRequest, EventQuery
+
+from airflow_asset_sync.clients.airflow.base import (
+    AssetNotFound,
+    AuthFailed,
+    BadRequest,
+    EventQuery,
+)
 from airflow_asset_sync.clients.airflow.factory import connect_url
 from airflow_asset_sync.clients.airflow.http import Credentials
 from rig.airflow import AirflowInstance, AssetPool
@@ -27,7 +33,9 @@ def _creds(instance: AirflowInstance) -> Credentials:
     return Credentials(username=instance.username, password=instance.password)
 
 
-async def test_detects_version_posts_and_lists(instance: AirflowInstance, assets: AssetPool) -> None:
+async def test_detects_version_posts_and_lists(
+    instance: AirflowInstance, assets: AssetPool
+) -> None:
     uri, neighbour = assets.take(2)
     async with await connect_url(instance.url, _creds(instance)) as client:
         assert client.api_version == instance.api_version
@@ -61,7 +69,9 @@ async def test_unknown_asset_is_asset_not_found(instance: AirflowInstance) -> No
             await client.post_event("s3://aas-test/pool/p00/", {})
 
 
-async def test_wrong_password_is_auth_failed_without_the_password(instance: AirflowInstance) -> None:
+async def test_wrong_password_is_auth_failed_without_the_password(
+    instance: AirflowInstance,
+) -> None:
     bad = Credentials(username=instance.username, password="wrong-Pw-31337")
     with pytest.raises(AuthFailed) as caught:
         async with await connect_url(instance.url, bad) as client:
@@ -70,7 +80,9 @@ async def test_wrong_password_is_auth_failed_without_the_password(instance: Airf
     assert "wrong-Pw-31337" not in repr(caught.value)
 
 
-async def test_v2_time_filter_and_v1_refusal(airflow2: AirflowInstance, airflow3: AirflowInstance, assets: AssetPool) -> None:
+async def test_v2_time_filter_and_v1_refusal(
+    airflow2: AirflowInstance, airflow3: AirflowInstance, assets: AssetPool
+) -> None:
     (uri,) = assets.take(1)
     async with await connect_url(airflow3.url, _creds(airflow3)) as v2:
         first = await v2.post_event(uri, {})
@@ -79,7 +91,9 @@ async def test_v2_time_filter_and_v1_refusal(airflow2: AirflowInstance, airflow3
         stamp = {e.id: e.timestamp for e in page.events}
         since = await v2.list_events(EventQuery(asset_uri=uri, timestamp_gte=stamp[second.id]))
         assert [e.id for e in since.events] == [second.id]
-        before = await v2.list_events(EventQuery(asset_uri=uri, timestamp_gte=stamp[first.id] - timedelta(seconds=1)))
+        before = await v2.list_events(
+            EventQuery(asset_uri=uri, timestamp_gte=stamp[first.id] - timedelta(seconds=1))
+        )
         assert [e.id for e in before.events] == [first.id, second.id]
     async with await connect_url(airflow2.url, _creds(airflow2)) as v1:
         with pytest.raises(BadRequest):

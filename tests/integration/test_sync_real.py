@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 import pytest
+
 from rig.airflow import CONSUMED, NEW_BUCKET, OLD_BUCKET, AirflowInstance, AssetPool
 from rig.sync import await_delivery, marker_counts, sync_manifests
 
@@ -48,7 +49,12 @@ def test_events_cross_through_kafka_and_trigger_the_consumer(
     runs_before = len(target.dag_runs(dag_id))
     sync_runner(
         sync_manifests(
-            "cross", source, [("t", target)], include=[uri], kafka=kafka.bootstrap, topic=kafka_topic
+            "cross",
+            source,
+            [("t", target)],
+            include=[uri],
+            kafka=kafka.bootstrap,
+            topic=kafka_topic,
         )
     )
 
@@ -71,13 +77,25 @@ def test_bidirectional_pair_delivers_once_and_never_bounces(
 ) -> None:
     (uri,) = assets.take(1)
     a_to_b = sync_runner(
-        sync_manifests("a-to-b", airflow2, [("b", airflow3)], include=[uri], kafka=kafka.bootstrap,
-                       topic=f"bidi-ab-{secrets.token_hex(3)}"),
+        sync_manifests(
+            "a-to-b",
+            airflow2,
+            [("b", airflow3)],
+            include=[uri],
+            kafka=kafka.bootstrap,
+            topic=f"bidi-ab-{secrets.token_hex(3)}",
+        ),
         name="ab",
     )
     b_to_a = sync_runner(
-        sync_manifests("b-to-a", airflow3, [("a", airflow2)], include=[uri], kafka=kafka.bootstrap,
-                       topic=f"bidi-ba-{secrets.token_hex(3)}"),
+        sync_manifests(
+            "b-to-a",
+            airflow3,
+            [("a", airflow2)],
+            include=[uri],
+            kafka=kafka.bootstrap,
+            topic=f"bidi-ba-{secrets.token_hex(3)}",
+        ),
         name="ba",
     )
 
@@ -88,8 +106,14 @@ def test_bidirectional_pair_delivers_once_and_never_bounces(
     assert await_delivery(airflow2, [uri], airflow3.url, from_b) == dict.fromkeys(from_b, 1)
     # Each poller has now also read the 3 copies the other side wrote; it must have dropped
     # them as synced events. Await that, then nothing can bounce any more.
-    _await(lambda: a_to_b.metric("aas_events_filtered_total", reason="synced") >= 3, "a->b to drop copies")
-    _await(lambda: b_to_a.metric("aas_events_filtered_total", reason="synced") >= 3, "b->a to drop copies")
+    _await(
+        lambda: a_to_b.metric("aas_events_filtered_total", reason="synced") >= 3,
+        "a->b to drop copies",
+    )
+    _await(
+        lambda: b_to_a.metric("aas_events_filtered_total", reason="synced") >= 3,
+        "b->a to drop copies",
+    )
     assert marker_counts(airflow2, [uri], airflow3.url) == dict.fromkeys(from_b, 1)
     assert marker_counts(airflow3, [uri], airflow2.url) == dict.fromkeys(from_a, 1)
     assert len(airflow2.events(uri)) == 6
@@ -108,11 +132,21 @@ def test_filters_and_rewrite_rules_on_a_mixed_set(
             [("t", airflow2)],
             extra_spec={
                 "assets": {
-                    "include": [{"glob": kept}, {"glob": excluded}, {"regex": r"s3://old-bucket/data/d0"}],
+                    "include": [
+                        {"glob": kept},
+                        {"glob": excluded},
+                        {"regex": r"s3://old-bucket/data/d0"},
+                    ],
                     "exclude": [{"glob": excluded}],
                 }
             },
-            target_options={"t": {"rewrite": [{"match": r"^s3://old-bucket/(.*)$", "replace": r"s3://new-bucket/\1"}]}},
+            target_options={
+                "t": {
+                    "rewrite": [
+                        {"match": r"^s3://old-bucket/(.*)$", "replace": r"s3://new-bucket/\1"}
+                    ]
+                }
+            },
         )
     )
     kept_ids = {airflow3.create_event(kept)["id"] for _ in range(2)}
@@ -123,17 +157,31 @@ def test_filters_and_rewrite_rules_on_a_mixed_set(
 
     assert await_delivery(airflow2, [kept], airflow3.url, kept_ids) == dict.fromkeys(kept_ids, 1)
     assert await_delivery(airflow2, [new], airflow3.url, old_ids) == dict.fromkeys(old_ids, 1)
-    _await(lambda: proc.metric("aas_events_filtered_total", reason="filter") >= 2, "the excluded events to be filtered")
+    _await(
+        lambda: proc.metric("aas_events_filtered_total", reason="filter") >= 2,
+        "the excluded events to be filtered",
+    )
     assert marker_counts(airflow2, [old, excluded], airflow3.url) == other_before == {}
 
 
 def test_sigkilled_worker_delivers_every_event_exactly_once(
-    airflow3: AirflowInstance, airflow2: AirflowInstance, assets: AssetPool, kafka: Any, kafka_topic: str,
+    airflow3: AirflowInstance,
+    airflow2: AirflowInstance,
+    assets: AssetPool,
+    kafka: Any,
+    kafka_topic: str,
     sync_runner: Any,
 ) -> None:
     uris = assets.take(3)
     proc = sync_runner(
-        sync_manifests("crash", airflow3, [("t", airflow2)], include=uris, kafka=kafka.bootstrap, topic=kafka_topic)
+        sync_manifests(
+            "crash",
+            airflow3,
+            [("t", airflow2)],
+            include=uris,
+            kafka=kafka.bootstrap,
+            topic=kafka_topic,
+        )
     )
     created: set[int] = set()
     done = threading.Event()
@@ -151,8 +199,12 @@ def test_sigkilled_worker_delivers_every_event_exactly_once(
     try:
         while not done.is_set() or kills < 3:
             # Kill only once the worker has made progress since the last start.
-            _await(lambda: proc.metric("aas_events_replayed_total") >= 1, "progress before a kill", 90)
-            time.sleep(rng.uniform(0.05, 0.6))  # a random point mid-stream, not a wait for a condition
+            _await(
+                lambda: proc.metric("aas_events_replayed_total") >= 1, "progress before a kill", 90
+            )
+            time.sleep(
+                rng.uniform(0.05, 0.6)
+            )  # a random point mid-stream, not a wait for a condition
             proc.kill()
             kills += 1
             proc.start()
@@ -171,11 +223,19 @@ def test_unknown_asset_is_retried_until_it_exists(
     late = f"s3://aas-test/late/{secrets.token_hex(4)}"
     airflow3.add_assets([late])
     proc = sync_runner(
-        sync_manifests("late", airflow3, [("t", airflow2)], include=[late],
-                       target_options={"t": {"onUnknownAsset": "retry"}})
+        sync_manifests(
+            "late",
+            airflow3,
+            [("t", airflow2)],
+            include=[late],
+            target_options={"t": {"onUnknownAsset": "retry"}},
+        )
     )
     event_id = airflow3.create_event(late)["id"]
-    _await(lambda: proc.metric("aas_unknown_asset_retries_total", target="t") >= 1, "a 404 from the target")
+    _await(
+        lambda: proc.metric("aas_unknown_asset_retries_total", target="t") >= 1,
+        "a 404 from the target",
+    )
 
     airflow2.add_assets([late])  # the consuming DAG is deployed in the target later
 
@@ -189,8 +249,13 @@ def test_unknown_asset_is_counted_and_dropped_under_skip(
     (known,) = assets.take(1)
     airflow3.add_assets([late])
     proc = sync_runner(
-        sync_manifests("skip", airflow3, [("t", airflow2)], include=[late, known],
-                       target_options={"t": {"onUnknownAsset": "skip"}})
+        sync_manifests(
+            "skip",
+            airflow3,
+            [("t", airflow2)],
+            include=[late, known],
+            target_options={"t": {"onUnknownAsset": "skip"}},
+        )
     )
     airflow3.create_event(late)
     after = airflow3.create_event(known)["id"]

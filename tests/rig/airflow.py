@@ -81,12 +81,22 @@ def venv(version: str) -> Path:
         env = dict(os.environ, UV_CACHE_DIR=str(CACHE / "uv-cache"))
         subprocess.run([uv, "venv", "-q", "-p", "python3.11", str(path)], check=True, env=env)
         subprocess.run(
-            [uv, "pip", "install", "-q", "--python", str(path / "bin" / "python"), f"apache-airflow=={version}"],
+            [
+                uv,
+                "pip",
+                "install",
+                "-q",
+                "--python",
+                str(path / "bin" / "python"),
+                f"apache-airflow=={version}",
+            ],
             check=True,
             env=env,
         )
 
-    return cached_in_place(CACHE / "venvs" / f"airflow-{version}", build, name=f"airflow {version} venv")
+    return cached_in_place(
+        CACHE / "venvs" / f"airflow-{version}", build, name=f"airflow {version} venv"
+    )
 
 
 @dataclass
@@ -167,7 +177,9 @@ class AirflowInstance:
             )
         return env
 
-    def airflow(self, *args: str, env: dict[str, str] | None = None, timeout_s: float = 300) -> None:
+    def airflow(
+        self, *args: str, env: dict[str, str] | None = None, timeout_s: float = 300
+    ) -> None:
         result = subprocess.run(
             [str(self.bin / "airflow"), *args],
             env=env or self.env(),
@@ -177,7 +189,10 @@ class AirflowInstance:
             check=False,
         )
         if result.returncode != 0:
-            raise RuntimeError(f"airflow {' '.join(args)} failed:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}")
+            raise RuntimeError(
+                f"airflow {' '.join(args)} failed:\n"
+                f"{result.stdout[-2000:]}\n{result.stderr[-4000:]}"
+            )
 
     def start(self) -> None:
         name = f"airflow {self.version}"
@@ -191,9 +206,21 @@ class AirflowInstance:
             self.airflow("db", "migrate", env=env)
             if self.major == 2:
                 self.airflow(
-                    "users", "create", "--username", USERNAME, "--password", self.password,
-                    "--firstname", "Rig", "--lastname", "Admin", "--role", "Admin",
-                    "--email", "admin@rig.invalid", env=env,
+                    "users",
+                    "create",
+                    "--username",
+                    USERNAME,
+                    "--password",
+                    self.password,
+                    "--firstname",
+                    "Rig",
+                    "--lastname",
+                    "Admin",
+                    "--role",
+                    "Admin",
+                    "--email",
+                    "admin@rig.invalid",
+                    env=env,
                 )
             else:
                 (self.home / "simple_auth_manager_passwords.json.generated").write_text(
@@ -207,7 +234,12 @@ class AirflowInstance:
             else:
                 commands = [["api-server"], ["scheduler"], ["dag-processor"]]
             for cmd in commands:
-                server = Server(f"{name} {cmd[0]}", [str(self.bin / "airflow"), *cmd], log_path=logs / f"{cmd[0]}.log", env=env)
+                server = Server(
+                    f"{name} {cmd[0]}",
+                    [str(self.bin / "airflow"), *cmd],
+                    log_path=logs / f"{cmd[0]}.log",
+                    env=env,
+                )
                 server.start()
                 self.servers.append(server)
             self.servers[0].wait_ready(self._healthy, timeout_s=180, what="healthy")
@@ -236,14 +268,20 @@ class AirflowInstance:
 
     # -- DAGs -------------------------------------------------------------------------------
 
-    def write_dag(self, name: str, assets: list[str], consumed: list[str], *, producer: str, prefix: str) -> None:
-        text = DAG_TEMPLATE.format(assets=assets, consumed=consumed, producer=producer, prefix=prefix)
+    def write_dag(
+        self, name: str, assets: list[str], consumed: list[str], *, producer: str, prefix: str
+    ) -> None:
+        text = DAG_TEMPLATE.format(
+            assets=assets, consumed=consumed, producer=producer, prefix=prefix
+        )
         (self.home / "dags" / f"{name}.py").write_text(text)
 
     def add_assets(self, uris: list[str]) -> None:
         """Deploy a new DAG that references `uris`, so the assets come to exist now."""
         tag = secrets.token_hex(4)
-        self.write_dag(f"aas_late_{tag}", uris, [], producer=f"aas_late_{tag}", prefix=f"late_{tag}_")
+        self.write_dag(
+            f"aas_late_{tag}", uris, [], producer=f"aas_late_{tag}", prefix=f"late_{tag}_"
+        )
         self.airflow("dags", "reserialize")
 
     # -- truthful API helpers ----------------------------------------------------------------
@@ -254,7 +292,9 @@ class AirflowInstance:
 
     def _token(self) -> str:
         response = httpx.post(
-            f"{self.url}/auth/token", json={"username": USERNAME, "password": self.password}, timeout=10
+            f"{self.url}/auth/token",
+            json={"username": USERNAME, "password": self.password},
+            timeout=10,
         )
         response.raise_for_status()
         return str(response.json()["access_token"])
@@ -262,7 +302,9 @@ class AirflowInstance:
     def client(self) -> httpx.Client:
         if self.major == 2:
             return httpx.Client(base_url=self.url, auth=(USERNAME, self.password), timeout=30)
-        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {self._token()}"}, timeout=30)
+        return httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {self._token()}"}, timeout=30
+        )
 
     def asset_id(self, uri: str, client: httpx.Client | None = None) -> int:
         if client is None:
@@ -277,7 +319,9 @@ class AirflowInstance:
         assert len(matches) == 1, f"{uri}: {matches}"
         return int(matches[0])
 
-    def create_event(self, uri: str, extra: dict[str, Any] | None = None, client: httpx.Client | None = None) -> dict[str, Any]:
+    def create_event(
+        self, uri: str, extra: dict[str, Any] | None = None, client: httpx.Client | None = None
+    ) -> dict[str, Any]:
         """POST an asset event; returns it normalised (id, uri, extra, timestamp)."""
         if client is None:
             with self.client() as c:
@@ -286,11 +330,15 @@ class AirflowInstance:
         if self.major == 2:
             r = c.post(self._events_path, json={"dataset_uri": uri, "extra": extra or {}})
         else:
-            r = c.post(self._events_path, json={"asset_id": self.asset_id(uri, c), "extra": extra or {}})
+            r = c.post(
+                self._events_path, json={"asset_id": self.asset_id(uri, c), "extra": extra or {}}
+            )
         r.raise_for_status()
         return self._normalise(r.json())
 
-    def events(self, uri: str | None = None, client: httpx.Client | None = None) -> list[dict[str, Any]]:
+    def events(
+        self, uri: str | None = None, client: httpx.Client | None = None
+    ) -> list[dict[str, Any]]:
         """Every event (of one asset, if given), oldest first."""
         if client is None:
             with self.client() as c:
@@ -326,12 +374,20 @@ class AirflowInstance:
                 if len(runs) >= count:
                     return runs
                 if time.monotonic() > deadline:
-                    raise AssertionError(f"{dag_id} has {len(runs)} runs, expected {count} within {timeout_s}s")
+                    raise AssertionError(
+                        f"{dag_id} has {len(runs)} runs, expected {count} within {timeout_s}s"
+                    )
                 time.sleep(0.5)
 
     @staticmethod
-    def _get(client: httpx.Client, path: str, params: dict[str, Any] | None = None) -> httpx.Response:
-        """GET with a few retries: SQLite-backed Airflow answers 500 while a writer holds the lock."""
+    def _get(
+        client: httpx.Client, path: str, params: dict[str, Any] | None = None
+    ) -> httpx.Response:
+        """GET with a few retries: the rig's Airflows answer 500 now and then.
+
+        Seen: SQLite lock contention, and 3.3.2 failing to serialise an event whose triggered
+        run has no start_date yet (`created_dagruns.0.start_date` is None while it is queued).
+        """
         for attempt in range(8):
             try:
                 response = client.get(path, params=params)

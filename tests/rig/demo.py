@@ -10,11 +10,11 @@ run it caused there. Everything it started is stopped at the end.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import yaml
@@ -26,7 +26,9 @@ from rig.procs import REGISTRY, Server, free_port
 EVENTS = 3
 
 
-def sync_manifests(source: AirflowInstance, target: AirflowInstance, *, name: str = "demo") -> list[dict[str, object]]:
+def sync_manifests(
+    source: AirflowInstance, target: AirflowInstance, *, name: str = "demo"
+) -> list[dict[str, object]]:
     """The AirflowAssetSync (2.x -> 3.x) and its two Secrets, as a user would write them."""
     return [
         {
@@ -81,8 +83,16 @@ def main() -> None:
         worker = Server(
             "airflow-asset-sync run",
             [
-                sys.executable, "-m", "airflow_asset_sync", "run", "-f", str(sync_file),
-                "--state", str(workdir / "offsets.json"), "--metrics-port", str(metrics_port),
+                sys.executable,
+                "-m",
+                "airflow_asset_sync",
+                "run",
+                "-f",
+                str(sync_file),
+                "--state",
+                str(workdir / "offsets.json"),
+                "--metrics-port",
+                str(metrics_port),
             ],
             log_path=workdir / "worker.log",
             env=dict(os.environ, PYTHONPATH=str(ROOT / "operator")),
@@ -90,15 +100,23 @@ def main() -> None:
         with phase("demo: start the sync (airflow-asset-sync run -f sync.yaml)"):
             worker.start()
             worker.wait_ready(
-                lambda: httpx.get(f"http://127.0.0.1:{metrics_port}/readyz", timeout=2).status_code == 200,
+                lambda: (
+                    httpx.get(f"http://127.0.0.1:{metrics_port}/readyz", timeout=2).status_code
+                    == 200
+                ),
                 timeout_s=60,
                 what="ready",
             )
 
         uri, dag_id = CONSUMED[1], "consume_c1"
         runs_before = len(a3.dag_runs(dag_id))
-        print(f"\nSync: Airflow {AIRFLOW2} {a2.url}  -->  Airflow {AIRFLOW3} {a3.url}\n", flush=True)
-        print(f"{'source event (2.11)':<24}{'target event (3.3)':<22}{'latency':>9}  marker", flush=True)
+        print(
+            f"\nSync: Airflow {AIRFLOW2} {a2.url}  -->  Airflow {AIRFLOW3} {a3.url}\n", flush=True
+        )
+        print(
+            f"{'source event (2.11)':<24}{'target event (3.3)':<22}{'latency':>7}  marker",
+            flush=True,
+        )
         latencies = []
         with a2.client() as c2, a3.client() as c3:
             for i in range(EVENTS):
@@ -108,13 +126,18 @@ def main() -> None:
                 latencies.append(time.monotonic() - t0)
                 marker = arrived["extra"]["airflow_asset_sync"]
                 print(
-                    f"id {created['id']:<8} {uri[-16:]:<12}  id {arrived['id']:<8}"
-                    f"{' ' * 10}{latencies[-1]:>7.2f}s  origin={marker['origin']} event_id={marker['event_id']}",
+                    f"id {created['id']:<21}id {arrived['id']:<19}{latencies[-1]:>7.2f}s"
+                    f"  origin={marker['origin']} event_id={marker['event_id']}",
                     flush=True,
                 )
         runs = a3.wait_for_runs(dag_id, runs_before + 1)
-        print(f"\nConsumer DAG {dag_id!r} in Airflow 3 now has {len(runs)} run(s); newest: {runs[-1]['dag_run_id']}")
-        print(f"{EVENTS} events crossed; median latency {sorted(latencies)[len(latencies) // 2]:.2f}s")
+        print(
+            f"\nConsumer DAG {dag_id!r} in Airflow 3 now has {len(runs)} run(s);"
+            f" newest: {runs[-1]['dag_run_id']}"
+        )
+        print(
+            f"{EVENTS} events crossed; median latency {sorted(latencies)[len(latencies) // 2]:.2f}s"
+        )
         worker.stop()
         print(f"Worker log: {workdir / 'worker.log'}")
     finally:
@@ -122,13 +145,15 @@ def main() -> None:
         log(f"demo finished in {time.monotonic() - started:.0f}s")
 
 
-def _await_marker(target: AirflowInstance, client: httpx.Client, uri: str, source_id: int, timeout_s: float = 30) -> dict[str, object]:
+def _await_marker(
+    target: AirflowInstance, client: httpx.Client, uri: str, source_id: int, timeout_s: float = 30
+) -> dict[str, Any]:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         for event in reversed(target.events(uri, client)):
             marker = event["extra"].get("airflow_asset_sync")
             if marker and marker.get("event_id") == source_id:
-                return event
+                return dict(event)
         time.sleep(0.1)
     raise SystemExit(f"event {source_id} did not reach the target within {timeout_s}s")
 

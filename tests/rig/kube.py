@@ -119,7 +119,9 @@ class KubeRig:
             )
             self.apiserver.start()
             self.write_kubeconfig(self.kubeconfig, "admin", ["system:masters"])
-            self.apiserver.wait_ready(self._api_ready, timeout_s=120, what="serving namespace default")
+            self.apiserver.wait_ready(
+                self._api_ready, timeout_s=120, what="serving namespace default"
+            )
         log(f"kube-apiserver {self.server} kubeconfig={self.kubeconfig}")
 
     def stop(self) -> None:
@@ -178,7 +180,11 @@ class KubeRig:
         """A kubeconfig that authenticates as a ServiceAccount (RBAC matches it by username)."""
         return self.mint(
             f"system:serviceaccount:{namespace}:{name}",
-            ["system:serviceaccounts", f"system:serviceaccounts:{namespace}", "system:authenticated"],
+            [
+                "system:serviceaccounts",
+                f"system:serviceaccounts:{namespace}",
+                "system:authenticated",
+            ],
         )
 
     # -- kubectl --------------------------------------------------------------------------
@@ -187,7 +193,7 @@ class KubeRig:
         self,
         *args: str,
         kubeconfig: Path | None = None,
-        input: str | None = None,  # noqa: A002 - mirrors subprocess.run
+        input: str | None = None,
         check: bool = True,
         timeout_s: float = 60,
     ) -> subprocess.CompletedProcess[str]:
@@ -214,14 +220,17 @@ class KubeRig:
     # -- readiness ----------------------------------------------------------------------
 
     def _etcd_healthy(self) -> bool:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.etcd_port}/health", timeout=2) as r:  # noqa: S310
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.etcd_port}/health", timeout=2) as r:
             return bool(json.loads(r.read()).get("health") == "true")
 
     def _ssl_context(self) -> ssl.SSLContext:
         assert self.ca is not None
         ctx = ssl.create_default_context(cadata=self.ca.cert_pem.decode())
         cert, key = self.ca.issue("rig-probe", groups=["system:masters"])
-        with tempfile.NamedTemporaryFile("wb", delete=False) as c, tempfile.NamedTemporaryFile("wb", delete=False) as k:
+        with (
+            tempfile.NamedTemporaryFile("wb", delete=False) as c,
+            tempfile.NamedTemporaryFile("wb", delete=False) as k,
+        ):
             c.write(cert)
             k.write(key)
         try:
@@ -233,11 +242,13 @@ class KubeRig:
 
     def _api_ready(self) -> bool:
         ctx = self._ssl_context()
-        with urllib.request.urlopen(f"{self.server}/readyz", context=ctx, timeout=3) as r:  # noqa: S310
+        with urllib.request.urlopen(f"{self.server}/readyz", context=ctx, timeout=3) as r:
             if r.status != 200:
                 return False
-        with urllib.request.urlopen(f"{self.server}/api/v1/namespaces/default", context=ctx, timeout=3) as r:  # noqa: S310
-            return r.status == 200
+        with urllib.request.urlopen(
+            f"{self.server}/api/v1/namespaces/default", context=ctx, timeout=3
+        ) as r:
+            return bool(r.status == 200)
 
 
 @pytest.fixture(scope="session")

@@ -109,7 +109,9 @@ class CertificateAuthority:
                     sans.append(x509.DNSName(n))
             builder = builder.add_extension(
                 x509.SubjectAlternativeName(sans), critical=False
-            ).add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            ).add_extension(
+                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
+            )
         else:
             builder = builder.add_extension(
                 x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False

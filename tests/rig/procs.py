@@ -86,15 +86,18 @@ class Server:
         delay = 0.05
         while time.monotonic() < deadline:
             if not self.running:
-                raise ProcessFailed(f"{self.name} exited ({self.returncode}) before {what or 'ready'}:\n{self.log_tail()}")
-            try:
+                raise ProcessFailed(
+                    f"{self.name} exited ({self.returncode}) before {what or 'ready'}:\n"
+                    + self.log_tail()
+                )
+            with contextlib.suppress(Exception):  # not ready yet, whatever the probe raised
                 if check():
                     return
-            except Exception:  # noqa: BLE001 - not ready yet, whatever the probe raised
-                pass
             time.sleep(delay)
             delay = min(delay * 1.5, 0.5)
-        raise ProcessFailed(f"{self.name} not {what or 'ready'} after {timeout_s:.0f}s:\n{self.log_tail()}")
+        raise ProcessFailed(
+            f"{self.name} not {what or 'ready'} after {timeout_s:.0f}s:\n{self.log_tail()}"
+        )
 
     @property
     def returncode(self) -> int | None:

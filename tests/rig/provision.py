@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 
 from rig import airflow, gobuild, kafka
 from rig.cache import CACHE, log, phase
 from rig.tools import uv_bin
 
-STEPS = {
+STEPS: dict[str, Callable[[], object]] = {
     "kube": lambda: (gobuild.etcd(), gobuild.kubernetes()),
     "helm": gobuild.helm,
     "kafka": kafka.provision,

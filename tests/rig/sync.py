@@ -61,7 +61,11 @@ def sync_manifests(
     for tname, instance in targets:
         docs.append(secret(f"{name}-{tname}", instance))
         target_specs.append(
-            {"name": tname, **endpoint(instance, f"{name}-{tname}"), **(target_options or {}).get(tname, {})}
+            {
+                "name": tname,
+                **endpoint(instance, f"{name}-{tname}"),
+                **(target_options or {}).get(tname, {}),
+            }
         )
     spec: dict[str, Any] = {
         "source": endpoint(source, f"{name}-source"),
@@ -98,8 +102,16 @@ class SyncProcess:
         self.server = Server(
             f"sync {workdir.name}",
             [
-                sys.executable, "-m", "airflow_asset_sync", "run", "-f", str(self.file),
-                "--state", str(self.state_file), "--metrics-port", str(self.metrics_port),
+                sys.executable,
+                "-m",
+                "airflow_asset_sync",
+                "run",
+                "-f",
+                str(self.file),
+                "--state",
+                str(self.state_file),
+                "--metrics-port",
+                str(self.metrics_port),
             ],
             log_path=workdir / "sync.log",
             env=dict(os.environ, PYTHONPATH=str(ROOT / "operator")),
@@ -111,7 +123,9 @@ class SyncProcess:
         return self
 
     def ready(self) -> bool:
-        return httpx.get(f"http://127.0.0.1:{self.metrics_port}/readyz", timeout=2).status_code == 200
+        return (
+            httpx.get(f"http://127.0.0.1:{self.metrics_port}/readyz", timeout=2).status_code == 200
+        )
 
     def kill(self) -> None:
         """SIGKILL: no chance to finish writes or checkpoint."""
@@ -168,7 +182,12 @@ def marker_counts(target: AirflowInstance, uris: Sequence[str], origin: str) -> 
 
 
 def await_delivery(
-    target: AirflowInstance, uris: Sequence[str], origin: str, ids: set[int], *, timeout_s: float = 90
+    target: AirflowInstance,
+    uris: Sequence[str],
+    origin: str,
+    ids: set[int],
+    *,
+    timeout_s: float = 90,
 ) -> Counter[int]:
     """Wait until every id in `ids` is in `target`; returns the final counts."""
     deadline = time.monotonic() + timeout_s
@@ -178,7 +197,9 @@ def await_delivery(
         if not missing:
             return counts
         if time.monotonic() > deadline:
-            raise AssertionError(f"{len(missing)} of {len(ids)} events never arrived: {sorted(missing)[:10]}")
+            raise AssertionError(
+                f"{len(missing)} of {len(ids)} events never arrived: {sorted(missing)[:10]}"
+            )
         time.sleep(0.3)
 
 

@@ -15,8 +15,18 @@ def uv_bin() -> Path:
     def build(path: Path) -> None:
         subprocess.run([sys.executable, "-m", "venv", str(path)], check=True)
         subprocess.run(
-            [str(path / "bin" / "pip"), "install", "-q", "--disable-pip-version-check", f"uv=={UV_VERSION}"],
+            [
+                str(path / "bin" / "pip"),
+                "install",
+                "-q",
+                "--disable-pip-version-check",
+                f"uv=={UV_VERSION}",
+            ],
             check=True,
         )
 
-    return cached_in_place(CACHE / "tools" / f"uv-{UV_VERSION}", build, name=f"uv {UV_VERSION}") / "bin" / "uv"
+    return (
+        cached_in_place(CACHE / "tools" / f"uv-{UV_VERSION}", build, name=f"uv {UV_VERSION}")
+        / "bin"
+        / "uv"
+    )

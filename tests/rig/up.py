@@ -15,7 +15,6 @@ import json
 import os
 import signal
 import sys
-from pathlib import Path
 
 from rig.airflow import AIRFLOW2, AIRFLOW3, AirflowInstance
 from rig.cache import ROOT
@@ -44,7 +43,7 @@ def up() -> None:
     except BaseException:
         REGISTRY.stop_all()
         raise
-    pgids = [s.proc.pid for s in REGISTRY._servers if s.proc is not None]  # noqa: SLF001
+    pgids = [s.proc.pid for s in REGISTRY._servers if s.proc is not None]
     state = {
         "pgids": pgids,
         "kubeconfig": str(kube.kubeconfig),

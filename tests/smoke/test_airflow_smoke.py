@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import pytest
+
 from rig.airflow import CONSUMED, AirflowInstance
 
 pytestmark = pytest.mark.rig
 
 
 @pytest.mark.parametrize("which", ["airflow2", "airflow3"])
-def test_posted_event_is_listed_and_triggers_consumer(which: str, request: pytest.FixtureRequest) -> None:
+def test_posted_event_is_listed_and_triggers_consumer(
+    which: str, request: pytest.FixtureRequest
+) -> None:
     instance: AirflowInstance = request.getfixturevalue(which)
     uri, dag_id = CONSUMED[0], "consume_c0"
     before = len(instance.dag_runs(dag_id))

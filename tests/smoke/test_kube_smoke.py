@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from rig.kube import KubeRig
 
 pytestmark = pytest.mark.rig
@@ -44,14 +45,21 @@ spec: {size: 3}
 
 def test_crd_custom_resource_and_status_subresource(kube: KubeRig) -> None:
     kube.kubectl("apply", "-f", "-", input=CRD)
-    kube.kubectl("wait", "--for=condition=Established", "crd/widgets.smoke.rig.test", "--timeout=60s")
+    kube.kubectl(
+        "wait", "--for=condition=Established", "crd/widgets.smoke.rig.test", "--timeout=60s"
+    )
     kube.kubectl("apply", "-f", "-", input=WIDGET)
     assert kube.get_json("widget", "w1")["spec"] == {"size": 3}
 
     # A status patch through the subresource sticks; a spec change through it is ignored.
     kube.kubectl(
-        "patch", "widget", "w1", "--subresource=status", "--type=merge",
-        "-p", json.dumps({"status": {"phase": "Ready"}, "spec": {"size": 9}}),
+        "patch",
+        "widget",
+        "w1",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"status": {"phase": "Ready"}, "spec": {"size": 9}}),
     )
     widget = kube.get_json("widget", "w1")
     assert widget["status"] == {"phase": "Ready"}
@@ -71,16 +79,31 @@ def test_crd_custom_resource_and_status_subresource(kube: KubeRig) -> None:
 def test_rbac_denies_a_non_admin_identity(kube: KubeRig) -> None:
     kube.kubectl("create", "namespace", "smoke-rbac")
     kube.kubectl("create", "serviceaccount", "reader", "-n", "smoke-rbac")
-    kube.kubectl("create", "role", "cm-reader", "-n", "smoke-rbac", "--verb=get,list", "--resource=configmaps")
     kube.kubectl(
-        "create", "rolebinding", "cm-reader", "-n", "smoke-rbac",
-        "--role=cm-reader", "--serviceaccount=smoke-rbac:reader",
+        "create",
+        "role",
+        "cm-reader",
+        "-n",
+        "smoke-rbac",
+        "--verb=get,list",
+        "--resource=configmaps",
+    )
+    kube.kubectl(
+        "create",
+        "rolebinding",
+        "cm-reader",
+        "-n",
+        "smoke-rbac",
+        "--role=cm-reader",
+        "--serviceaccount=smoke-rbac:reader",
     )
     kube.kubectl("create", "configmap", "c1", "-n", "smoke-rbac", "--from-literal=k=v")
     kube.kubectl("create", "secret", "generic", "s1", "-n", "smoke-rbac", "--from-literal=k=v")
 
     as_sa = kube.mint_service_account("smoke-rbac", "reader")
-    allowed = kube.kubectl("get", "configmap", "c1", "-n", "smoke-rbac", "-o", "name", kubeconfig=as_sa)
+    allowed = kube.kubectl(
+        "get", "configmap", "c1", "-n", "smoke-rbac", "-o", "name", kubeconfig=as_sa
+    )
     assert allowed.stdout.strip() == "configmap/c1"
 
     denied = kube.kubectl("get", "secret", "s1", "-n", "smoke-rbac", kubeconfig=as_sa, check=False)

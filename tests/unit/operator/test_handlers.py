@@ -204,5 +204,7 @@ def test_registry_wires_every_trigger() -> None:
     assert watch.selector is not None
     assert watch.selector.group == "apps"
     assert watch.labels == {"app.kubernetes.io/managed-by": "airflow-asset-sync-operator"}
-    (startup,) = registry._activities.get_all_handlers()
-    assert startup.id == "on_startup"
+    activities = {str(h.id): h for h in registry._activities.get_all_handlers()}
+    assert set(activities) == {"on_login", "on_startup"}
+    # Without a login handler of its own, a private registry cannot authenticate at all.
+    assert str(activities["on_login"].activity) == "authentication"
