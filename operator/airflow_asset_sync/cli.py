@@ -45,6 +45,12 @@ def _parser() -> argparse.ArgumentParser:
         "--peering", default=None, help="kopf peering name for HA (two replicas never act at once)"
     )
     op.add_argument("--standalone", action="store_true", help="no peering: a single replica")
+    op.add_argument(
+        "--priority",
+        type=int,
+        default=None,
+        help="peering priority: the live replica with the highest one acts (default: random)",
+    )
     op.add_argument("--liveness-port", type=int, default=8080)
     op.add_argument("--metrics-port", type=int, default=9090)
 
@@ -85,6 +91,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         entrypoint.run_operator(
             namespaces=args.namespaces,
             peering=None if args.standalone else args.peering,
+            priority=args.priority,
             liveness_port=args.liveness_port,
             metrics_port=args.metrics_port,
         )

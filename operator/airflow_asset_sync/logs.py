@@ -28,8 +28,22 @@ def scrub(text: str) -> str:
     return text
 
 
+#: kopf attaches these to its per-object records: its whole settings object (a screenful on
+#: every line) and a flag of its own. Its `k8s_ref` is kept, shortened to `object=<ns>/<name>`.
+_KOPF_INTERNAL = {"settings", "k8s_skip"}
+
+
 def _fields(record: logging.LogRecord) -> dict[str, object]:
-    return {k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")}
+    fields = {
+        k: v
+        for k, v in vars(record).items()
+        if k not in _STANDARD and not k.startswith("_") and k not in _KOPF_INTERNAL
+    }
+    ref = fields.pop("k8s_ref", None)
+    if isinstance(ref, dict):
+        namespace, name = ref.get("namespace"), ref.get("name")
+        fields["object"] = f"{namespace}/{name}" if namespace else str(name)
+    return fields
 
 
 class JsonFormatter(logging.Formatter):
@@ -69,5 +83,6 @@ def configure(*, fmt: str = "text", level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("aiokafka", "kafka", "httpx", "httpcore", "kubernetes"):
+    # aiohttp.access: kopf's liveness endpoint logs every probe at INFO.
+    for noisy in ("aiokafka", "kafka", "httpx", "httpcore", "kubernetes", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

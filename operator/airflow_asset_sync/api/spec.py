@@ -40,7 +40,10 @@ def parse_duration(text: str) -> timedelta:
     if not _DURATION.fullmatch(text):
         raise ValueError(f"{text!r} is not a duration like '500ms', '1s' or '1m30s'")
     seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(text))
-    return timedelta(seconds=seconds)
+    try:
+        return timedelta(seconds=seconds)
+    except OverflowError as exc:  # e.g. 99999999999999999h: a ValueError, not a crash
+        raise ValueError(f"{text!r} is too long a duration") from exc
 
 
 class Model(BaseModel):

@@ -8,8 +8,14 @@ Settings and why:
 - watch timeouts: without a server-side timeout a watch stream can go silent for good behind
   some load balancers (see kopf's docs on `settings.watching.server_timeout`); ours makes the
   API server end every watch after a few minutes and kopf re-lists;
-- events only for warnings and above: kopf would otherwise post every INFO log line as an
-  event on the object;
+- events only from explicit calls (Created/Updated/Deleted children, problems, Ready
+  transitions), never from log lines (`posting.loggers` off: a retry loop would otherwise
+  post one event per attempt); kopf's own `info`-level posting is off too;
+- namespace-scoped mode: cluster scanning off. kopf otherwise lists and watches namespaces
+  and CRDs cluster-wide even when told exact namespace names; without a ClusterRole for that
+  it retries the 403s for a minute before it falls back to the same behaviour. Our
+  namespaces are exact names, and the CRD is installed before the operator (the initial
+  discovery of API resources needs no permission);
 - peering: with `peering` set, replicas elect one active operator through kopf's
   (Cluster)KopfPeering object, which must exist (its CRDs come from kopf); the others pause
   until its keep-alive expires. Each process takes a random priority unless one is given,
@@ -51,9 +57,11 @@ def build_settings(
     settings.persistence.finalizer = f"{api.GROUP}/cleanup"
     settings.watching.server_timeout = WATCH_SERVER_TIMEOUT_SECONDS
     settings.watching.client_timeout = WATCH_CLIENT_TIMEOUT_SECONDS
+    settings.posting.loggers = False
     settings.posting.level = logging.WARNING
     settings.posting.reporting_component = "airflow-asset-sync-operator"
     settings.execution.max_workers = HANDLER_THREADS
+    settings.scanning.disabled = not clusterwide
     settings.peering.clusterwide = clusterwide
     settings.peering.standalone = peering is None
     settings.peering.mandatory = peering is not None

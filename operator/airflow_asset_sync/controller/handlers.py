@@ -8,22 +8,27 @@ What triggers a reconcile, and why each is needed:
 - create / update (spec changes only) / resume (operator start): the obvious ones;
 - a timer every `resync_seconds`: puts back a deleted or edited child, rolls the worker when a
   Secret rotates, and retries stalled problems a person may have fixed meanwhile;
-- worker Deployment events: turn Ready true as soon as the pod is ready, not at the next
-  resync;
+- child events (ServiceAccount, Role, RoleBinding, Deployment with our managed-by label): a
+  child deleted, or changed by anyone but the operator (`kubectl edit`, `kubectl scale`), is
+  put back at once rather than at the next resync; a worker Deployment's status change turns
+  Ready true as soon as the pod is ready;
 - delete: removes the children explicitly (a bare API server has no garbage collector). kopf
   holds a finalizer for this, so it also runs after an operator restart.
 
 Handlers are sync: the kubernetes client is sync, and kopf runs sync handlers in a thread
-pool, so the event loop never blocks on an API call.
+pool, so the event loop never blocks on an API call. kopf never runs two handlers of one
+object at once, but a reconcile started by a child's event is another object's handler: a
+lock per sync (`SyncLocks`) keeps the reconciles of one sync from overlapping.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+import threading
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
@@ -36,6 +41,31 @@ from airflow_asset_sync.resources import naming
 MEMO_KEY = "runtime"
 
 
+#: The kinds of child the operator watches (group/version and plural, as kopf takes them).
+CHILD_RESOURCES = (
+    ("v1", "serviceaccounts"),
+    ("rbac.authorization.k8s.io/v1", "roles"),
+    ("rbac.authorization.k8s.io/v1", "rolebindings"),
+    ("apps/v1", "deployments"),
+)
+
+
+class SyncLocks:
+    """One lock per AirflowAssetSync (by uid), so its reconciles never overlap."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[str, threading.Lock] = {}
+
+    def __call__(self, uid: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(uid, threading.Lock())
+
+    def forget(self, uid: str) -> None:
+        with self._guard:
+            self._locks.pop(uid, None)
+
+
 @dataclass(frozen=True, kw_only=True)
 class Runtime:
     """Process-wide dependencies, handed to handlers through kopf's memo."""
@@ -43,6 +73,7 @@ class Runtime:
     kube: kube.KubeApi
     config: OperatorConfig
     now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    locks: SyncLocks = field(default_factory=SyncLocks)
 
     @property
     def context(self) -> reconcile.Context:
@@ -55,13 +86,15 @@ def _runtime(memo: Any) -> Runtime:
     return runtime
 
 
-def _post(body: kopf.Body, events: Iterable[reconcile.Event]) -> None:
+def _post(body: Mapping[str, Any], events: Iterable[reconcile.Event]) -> None:
+    target = body if isinstance(body, kopf.Body) else kopf.Body(cast(kopf.RawBody, body))
     for event in events:
-        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+        kopf.event(target, type=event.type, reason=event.reason, message=event.message)
 
 
 def _run(trigger: str, *, body: kopf.Body, patch: kopf.Patch, runtime: Runtime) -> reconcile.Result:
-    with metrics.observe(trigger) as outcome:
+    uid = str(body.get("metadata", {}).get("uid", ""))
+    with metrics.observe(trigger) as outcome, runtime.locks(uid):
         result = reconcile.reconcile(body=body, ctx=runtime.context)
         if result.problem is not None:
             outcome.problem(result.problem.reason)
@@ -98,33 +131,56 @@ def on_resync(
 def on_delete(*, body: kopf.Body, memo: Any, retry: int, **_: Any) -> None:
     """Delete the children; kopf removes its finalizer once this returns."""
     runtime = _runtime(memo)
-    with metrics.observe("delete"):
+    owner = reconcile.owner_of(body)
+    with metrics.observe("delete"), runtime.locks(owner.uid):
         try:
-            events = reconcile.cleanup(kube_api=runtime.kube, owner=reconcile.owner_of(body))
+            events = reconcile.cleanup(kube_api=runtime.kube, owner=owner)
         except kube.KubeError as exc:
             raise kopf.TemporaryError(
                 f"Cleanup failed: {exc}", delay=runtime.config.retry_delay_seconds(retry)
             ) from exc
+    runtime.locks.forget(owner.uid)
     _post(body, events)
 
 
-def on_worker_event(
+def on_child_event(
     *, type: str | None, body: kopf.Body, namespace: str | None, memo: Any, **_: Any
 ) -> None:
-    """A worker Deployment changed: refresh its sync's conditions (see `reconcile`)."""
+    """A child changed: put it back if it was deleted or edited, else refresh Ready.
+
+    Deleted, or last changed by someone other than the operator: reconcile its sync now (the
+    reconcile's own writes come back as events too, but a no-op apply changes nothing, so
+    this settles). A worker Deployment whose status changed: recompute the conditions.
+    """
     owner = reconcile.owning_sync(body)
     if owner is None or namespace is None:
         return
+    name, uid = owner
     runtime = _runtime(memo)
-    with metrics.observe("worker-event"):
-        reconcile.refresh_from_deployment(
+    deleted = type == "DELETED"
+    if deleted or reconcile.changed_by_others(body, field_manager=kube.OPERATOR_FIELD_MANAGER):
+        with metrics.observe("child-event") as outcome, runtime.locks(uid):
+            done = reconcile.reconcile_owner(
+                ctx=runtime.context, namespace=namespace, owner_name=name, owner_uid=uid
+            )
+            if done is not None and done.result.problem is not None:
+                outcome.problem(done.result.problem.reason)
+        if done is not None:
+            _post(done.sync, done.result.events)
+        return
+    if body.get("kind") != "Deployment":
+        return
+    with metrics.observe("worker-event"), runtime.locks(uid):
+        refreshed = reconcile.refresh_from_deployment(
             kube_api=runtime.kube,
-            deployment_body=None if type == "DELETED" else body,
+            deployment_body=body,
             namespace=namespace,
-            owner_name=owner[0],
-            owner_uid=owner[1],
+            owner_name=name,
+            owner_uid=uid,
             now=runtime.now(),
         )
+    if refreshed is not None:
+        _post(refreshed.sync, refreshed.events)
 
 
 def on_startup(*, memo: Any, logger: logging.Logger | Any, **_: Any) -> None:
@@ -134,10 +190,24 @@ def on_startup(*, memo: Any, logger: logging.Logger | Any, **_: Any) -> None:
         logger.warning("AAS_WORKER_IMAGE is unset: syncs without spec.worker.image will stall")
 
 
+def on_login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """Credentials for kopf's own API client: in-cluster first, else the kubeconfig.
+
+    kopf registers its default login handlers in its global registry only; an operator with a
+    registry of its own has none and fails at start with "Ran out of valid credentials".
+    """
+    info: kopf.ConnectionInfo | None = kopf.login_via_client(**kwargs)
+    return info
+
+
 def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
-    """A registry of our own (not kopf's global one), so tests and embedders get no strays."""
+    """A registry of our own (not kopf's global one), so tests and embedders get no strays.
+
+    Being our own, it must carry a login handler too (`on_login`).
+    """
     registry = kopf.OperatorRegistry()
     resource = (api.GROUP, api.VERSION, api.PLURAL)
+    kopf.on.login(registry=registry)(on_login)
     kopf.on.startup(registry=registry)(on_startup)
     kopf.on.resume(*resource, registry=registry, id="reconcile")(on_change)
     kopf.on.create(*resource, registry=registry, id="reconcile")(on_change)
@@ -152,12 +222,12 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
         registry=registry,
         id="resync",
     )(on_resync)
-    kopf.on.event(
-        "apps",
-        "v1",
-        "deployments",
-        labels={naming.LABEL_MANAGED_BY: naming.MANAGED_BY},
-        registry=registry,
-        id="worker-rollout",
-    )(on_worker_event)
+    for group_version, plural in CHILD_RESOURCES:
+        kopf.on.event(
+            group_version,
+            plural,
+            labels={naming.LABEL_MANAGED_BY: naming.MANAGED_BY},
+            registry=registry,
+            id=f"child-{plural}",
+        )(on_child_event)
     return registry

@@ -282,6 +282,32 @@ def _problem_event(body: Mapping[str, Any], problem: Problem) -> list[Event]:
     return [Event(type="Warning", reason=problem.reason, message=problem.message)]
 
 
+def transition_events(
+    previous: Sequence[Mapping[str, Any]] | None, current: Sequence[Mapping[str, Any]]
+) -> list[Event]:
+    """An event when Ready changes to a state worth telling: available (Normal), suspended
+    (Normal), or unavailable / failed (Warning).
+
+    Problems found by a reconcile step have their own Warning (`_problem_event`), and the
+    in-between "progressing" state is announced by the Created/Updated events of the rollout.
+    """
+    old = conditions.find(previous, conditions.ConditionType.READY)
+    new = conditions.find(current, conditions.ConditionType.READY)
+    if new is None or new.get("reason") in conditions.PROBLEM_REASONS:
+        return []
+    if old is not None and (old.get("status"), old.get("reason")) == (
+        new.get("status"),
+        new.get("reason"),
+    ):
+        return []
+    reason, message = str(new.get("reason")), str(new.get("message", ""))
+    if new.get("status") == "True" or reason == Reason.SUSPENDED:
+        return [Event(type="Normal", reason=reason, message=message)]
+    if new.get("status") == "False":
+        return [Event(type="Warning", reason=reason, message=message)]
+    return []
+
+
 def reconcile(*, body: Mapping[str, Any], ctx: Context) -> Result:
     """Converge the children of `body` and compute its status. Never raises `StepFailed`."""
     generation = int(body.get("metadata", {}).get("generation") or 0)
@@ -307,6 +333,8 @@ def reconcile(*, body: Mapping[str, Any], ctx: Context) -> Result:
         generation=generation, suspended=suspended, worker=worker, problem=problem
     )
     status, changed = _status(body=body, observed=observed, now=ctx.now())
+    previous = (body.get("status") or {}).get("conditions")
+    events = [*events, *transition_events(previous, status["conditions"])]
     return Result(status=status, status_changed=changed, problem=problem, events=events)
 
 
@@ -342,6 +370,14 @@ def owning_sync(obj: Mapping[str, Any]) -> tuple[str, str] | None:
     return None
 
 
+@dataclass(frozen=True, kw_only=True)
+class Refreshed:
+    """Conditions `refresh_from_deployment` wrote, and the events to post on `sync`."""
+
+    sync: dict[str, Any]
+    events: list[Event]
+
+
 def refresh_from_deployment(
     *,
     kube_api: kube.KubeApi,
@@ -350,27 +386,25 @@ def refresh_from_deployment(
     owner_name: str,
     owner_uid: str,
     now: datetime,
-) -> bool:
-    """Recompute conditions after the worker Deployment changed; True if status was written.
+) -> Refreshed | None:
+    """Recompute conditions after the worker Deployment changed; None if nothing was written.
 
     This is what turns Ready true within seconds of the pod becoming ready, instead of at the
     next resync. It stands aside while a reconcile problem is reported (the problem is the
     news) and while a spec change is not yet reconciled (that reconcile writes status).
     """
-    sync = kube_api.get_sync(namespace=namespace, name=owner_name)
+    sync = _live_sync(kube_api, namespace=namespace, name=owner_name, uid=owner_uid)
     if sync is None:
-        return False
+        return None
     meta = sync.get("metadata", {})
-    if meta.get("uid") != owner_uid or meta.get("deletionTimestamp"):
-        return False
     status = sync.get("status") or {}
     previous = status.get("conditions") or []
     ready = conditions.find(previous, conditions.ConditionType.READY)
     if ready is not None and ready.get("reason") in conditions.PROBLEM_REASONS:
-        return False
+        return None
     generation = status.get("observedGeneration")
     if generation is None or generation != meta.get("generation"):
-        return False
+        return None
     observed = conditions.Observed(
         generation=int(generation),
         suspended=bool((sync.get("spec") or {}).get("suspend", False)),
@@ -378,6 +412,71 @@ def refresh_from_deployment(
     )
     new = conditions.compute(observed=observed, previous=previous, now=now)
     if new == previous:
-        return False
+        return None
     kube_api.patch_sync_status(namespace=namespace, name=owner_name, status={"conditions": new})
-    return True
+    return Refreshed(sync=sync, events=transition_events(previous, new))
+
+
+def _live_sync(
+    kube_api: kube.KubeApi, *, namespace: str, name: str, uid: str
+) -> dict[str, Any] | None:
+    """The AirflowAssetSync `uid`, unless it is gone, replaced, or being deleted."""
+    sync = kube_api.get_sync(namespace=namespace, name=name)
+    if sync is None:
+        return None
+    meta = sync.get("metadata", {})
+    if meta.get("uid") != uid or meta.get("deletionTimestamp"):
+        return None
+    return sync
+
+
+def changed_by_others(obj: Mapping[str, Any], *, field_manager: str) -> bool:
+    """True when the newest change to `obj` (its status aside) was made by another manager.
+
+    Read from `metadata.managedFields`: every writer is recorded there with the time of its
+    last change. A person's `kubectl edit`, `kubectl scale` (the scale subresource) or a
+    script shows up as a manager other than the operator's; the Deployment controller's
+    status writes are left out. False when the object carries no managed fields.
+
+    An entry without a time counts as the newest: the API server records none for writes
+    through the scale subresource (`kubectl scale`).
+    """
+    entries = [
+        entry
+        for entry in obj.get("metadata", {}).get("managedFields") or ()
+        if entry.get("subresource") != "status"
+    ]
+    if not entries:
+        return False
+    # "~" sorts after any RFC 3339 time: untimed entries are the newest.
+    newest = max(str(entry.get("time") or "~") for entry in entries)
+    return any(
+        entry.get("manager") != field_manager
+        for entry in entries
+        if str(entry.get("time") or "~") == newest
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class OwnerReconciled:
+    """A reconcile started from a child's event: the sync it ran on and its result."""
+
+    sync: dict[str, Any]
+    result: Result
+
+
+def reconcile_owner(
+    *, ctx: Context, namespace: str, owner_name: str, owner_uid: str
+) -> OwnerReconciled | None:
+    """Reconcile the sync that owns a deleted or edited child, and write its status.
+
+    What a kopf handler does with kopf's `patch`, done here with the client: the trigger is
+    the child's event, not the sync's. None when the sync is gone or being deleted.
+    """
+    sync = _live_sync(ctx.kube, namespace=namespace, name=owner_name, uid=owner_uid)
+    if sync is None:
+        return None
+    result = reconcile(body=sync, ctx=ctx)
+    if result.status_changed:
+        ctx.kube.patch_sync_status(namespace=namespace, name=owner_name, status=result.status)
+    return OwnerReconciled(sync=sync, result=result)

@@ -43,7 +43,8 @@ def test_every_field_has_a_description(schema: dict[str, Any]) -> None:
     missing = [
         path
         for path, how, node in crdfile.walk(schema)
-        if how in ("property", "items") and not str(node.get("description", "")).strip()
+        if how in ("property", "items")
+        and not str(node.get("description", "")).strip()
         # The API server rejects a CRD that says anything about metadata but name and
         # generateName constraints, a description included.
         and path != "metadata"

@@ -140,20 +140,60 @@ def test_worker_event_refreshes_the_owning_sync(
     patch = kopf.Patch()
     handlers.on_change(body=_body(fake), patch=patch, memo=_memo(fake), retry=0)
     fake.patch_sync_status(namespace=NS, name=NAME, status=dict(patch["status"]))
+    events.clear()
     deployment = kopf.Body(cast(kopf.RawBody, fake.roll_out(namespace=NS, name=CHILD)))
-    handlers.on_worker_event(type="MODIFIED", body=deployment, namespace=NS, memo=_memo(fake))
+    handlers.on_child_event(type="MODIFIED", body=deployment, namespace=NS, memo=_memo(fake))
     status = fake.get_sync(namespace=NS, name=NAME)
     assert status is not None
     assert status["status"]["conditions"][0]["status"] == "True"
-    handlers.on_worker_event(type="DELETED", body=deployment, namespace=NS, memo=_memo(fake))
-    status = fake.get_sync(namespace=NS, name=NAME)
-    assert status is not None
-    assert status["status"]["conditions"][0]["status"] == "Unknown"
+    # The transition is announced on the sync.
+    assert events == [("Normal", "WorkerAvailable", f"Worker {CHILD} is available")]
 
 
-def test_worker_event_for_an_unowned_deployment_does_nothing(fake: FakeKube) -> None:
+def test_deleted_child_is_put_back_at_once(
+    fake: FakeKube, events: list[tuple[str, str, str]]
+) -> None:
+    patch = kopf.Patch()
+    handlers.on_change(body=_body(fake), patch=patch, memo=_memo(fake), retry=0)
+    fake.patch_sync_status(namespace=NS, name=NAME, status=dict(patch["status"]))
+    role = fake.find("Role", NS, CHILD)
+    assert role is not None
+    fake.delete(kube.ChildKind.ROLE, namespace=NS, name=CHILD)
+    events.clear()
+    body = kopf.Body(cast(kopf.RawBody, role))
+    handlers.on_child_event(type="DELETED", body=body, namespace=NS, memo=_memo(fake))
+    assert fake.find("Role", NS, CHILD) is not None
+    assert ("Normal", "Created", f"Created Role {CHILD}") in events
+
+
+def test_child_edited_by_someone_else_is_restored(
+    fake: FakeKube, events: list[tuple[str, str, str]]
+) -> None:
+    handlers.on_change(body=_body(fake), patch=kopf.Patch(), memo=_memo(fake), retry=0)
+    role = fake.find("Role", NS, CHILD)
+    assert role is not None
+    role["rules"] = [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]
+    edited = {
+        **role,
+        "metadata": {
+            **role["metadata"],
+            "managedFields": [
+                {"manager": kube.OPERATOR_FIELD_MANAGER, "time": "2024-05-01T00:00:00Z"},
+                {"manager": "kubectl-edit", "time": "2024-05-01T00:00:05Z"},
+            ],
+        },
+    }
+    body = kopf.Body(cast(kopf.RawBody, edited))
+    handlers.on_child_event(type="MODIFIED", body=body, namespace=NS, memo=_memo(fake))
+    restored = fake.find("Role", NS, CHILD)
+    assert restored is not None
+    assert restored["rules"][0]["resources"] == [api.PLURAL]
+
+
+def test_child_event_for_an_unowned_object_does_nothing(fake: FakeKube) -> None:
     body = kopf.Body(cast(kopf.RawBody, {"metadata": {"name": "x", "namespace": NS}}))
-    handlers.on_worker_event(type="ADDED", body=body, namespace=NS, memo=_memo(fake))
+    handlers.on_child_event(type="ADDED", body=body, namespace=NS, memo=_memo(fake))
+    handlers.on_child_event(type="DELETED", body=body, namespace=NS, memo=_memo(fake))
     assert fake.calls == []
 
 
@@ -200,10 +240,15 @@ def test_registry_wires_every_trigger() -> None:
     (timer,) = registry._spawning.get_all_handlers()
     assert getattr(timer, "interval", None) == 17
     assert getattr(timer, "initial_delay", None) == 17
-    (watch,) = registry._watching.get_all_handlers()
-    assert watch.selector is not None
-    assert watch.selector.group == "apps"
-    assert watch.labels == {"app.kubernetes.io/managed-by": "airflow-asset-sync-operator"}
+    watching = registry._watching.get_all_handlers()
+    assert {(w.selector.group, w.selector.any_name) for w in watching if w.selector} == {
+        ("", "serviceaccounts"),
+        ("rbac.authorization.k8s.io", "roles"),
+        ("rbac.authorization.k8s.io", "rolebindings"),
+        ("apps", "deployments"),
+    }
+    for watch in watching:
+        assert watch.labels == {"app.kubernetes.io/managed-by": "airflow-asset-sync-operator"}
     activities = {str(h.id): h for h in registry._activities.get_all_handlers()}
     assert set(activities) == {"on_login", "on_startup"}
     # Without a login handler of its own, a private registry cannot authenticate at all.

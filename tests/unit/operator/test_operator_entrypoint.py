@@ -73,6 +73,9 @@ def test_namespace_scoped_with_peering(monkeypatch: pytest.MonkeyPatch) -> None:
     assert args["standalone"] is False
     assert args["priority"] == 3
     assert args["settings"].peering.clusterwide is False
+    # Exact namespace names: no cluster-wide namespace/CRD watches (and no ClusterRole).
+    assert args["settings"].scanning.disabled is True
+    assert _run(monkeypatch)["settings"].scanning.disabled is False
 
 
 def test_cli_ports_override_the_config(monkeypatch: pytest.MonkeyPatch) -> None:

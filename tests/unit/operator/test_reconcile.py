@@ -357,7 +357,8 @@ def test_cleanup_propagates_api_errors(fake: FakeKube) -> None:
 
 
 def _refresh(fake: FakeKube, deployment: dict[str, Any] | None, uid: str = "sync-1") -> bool:
-    return reconcile.refresh_from_deployment(
+    """True when the refresh wrote status."""
+    refreshed = reconcile.refresh_from_deployment(
         kube_api=fake,
         deployment_body=deployment,
         namespace=NS,
@@ -365,6 +366,7 @@ def _refresh(fake: FakeKube, deployment: dict[str, Any] | None, uid: str = "sync
         owner_uid=uid,
         now=NOW,
     )
+    return refreshed is not None
 
 
 def test_refresh_turns_ready_when_the_pod_is_ready(fake: FakeKube) -> None:
@@ -422,3 +424,61 @@ def test_owning_sync_ignores_other_owners() -> None:
         }
     }
     assert reconcile.owning_sync(other) is None
+
+
+# --- events on transitions, children changed by others --------------------------------------
+
+
+def test_ready_transitions_are_announced_once(fake: FakeKube) -> None:
+    _run(fake)
+    fake.roll_out(namespace=NS, name=CHILD)
+    became_ready = _run(fake)
+    assert [(e.type, e.reason) for e in became_ready.events] == [("Normal", "WorkerAvailable")]
+    assert _run(fake).events == []
+    fake.roll_out(namespace=NS, name=CHILD, ready=False)
+    fake.objects[("Deployment", NS, CHILD)]["status"]["conditions"][1]["reason"] = (
+        "NewReplicaSetAvailable"
+    )
+    unready = _run(fake)
+    assert [(e.type, e.reason) for e in unready.events] == [("Warning", "WorkerUnavailable")]
+    _edit_spec(fake, suspend=True)
+    suspended = _run(fake)
+    assert ("Normal", "Suspended") in [(e.type, e.reason) for e in suspended.events]
+
+
+def test_problems_are_not_announced_twice(fake: FakeKube) -> None:
+    del fake.secrets[(NS, "b-tok")]
+    result = _run(fake)
+    # The problem's own Warning, not a second one for the Ready transition.
+    assert [(e.type, e.reason) for e in result.events] == [("Warning", "SecretNotFound")]
+
+
+def _managed(*entries: tuple[str, str, str | None]) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "managedFields": [
+                {"manager": m, "time": t, **({"subresource": sub} if sub else {})}
+                for m, t, sub in entries
+            ]
+        }
+    }
+
+
+def test_changed_by_others_reads_managed_fields() -> None:
+    ours = kube.OPERATOR_FIELD_MANAGER
+    t0, t1 = "2024-05-01T00:00:00Z", "2024-05-01T00:00:09Z"
+    changed = reconcile.changed_by_others
+    assert not changed({"metadata": {}}, field_manager=ours)
+    assert not changed(_managed((ours, t1, None)), field_manager=ours)
+    assert changed(_managed((ours, t0, None), ("kubectl-edit", t1, None)), field_manager=ours)
+    assert changed(_managed((ours, t0, None), ("kubectl", t1, "scale")), field_manager=ours)
+    # The API server stamps no time on writes through the scale subresource.
+    untimed = _managed((ours, t1, None))
+    untimed["metadata"]["managedFields"].append({"manager": "kubectl", "subresource": "scale"})
+    assert changed(untimed, field_manager=ours)
+    # The Deployment controller's status writes are not edits.
+    assert not changed(
+        _managed((ours, t0, None), ("kube-controller-manager", t1, "status")), field_manager=ours
+    )
+    # Our later apply took the fields back: settled.
+    assert not changed(_managed(("kubectl-edit", t0, None), (ours, t1, None)), field_manager=ours)
