@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import secrets
+import signal
 import threading
 import time
 from typing import Any
@@ -263,3 +264,29 @@ def test_unknown_asset_is_counted_and_dropped_under_skip(
     # The stream goes on past the unknown asset, and the drop is counted.
     assert await_delivery(airflow2, [known], airflow3.url, {after}) == {after: 1}
     assert proc.metric("aas_events_skipped_total", target="t") == 1
+
+
+def test_sigterm_finishes_in_flight_work_and_a_restart_loses_nothing(
+    airflow3: AirflowInstance, airflow2: AirflowInstance, assets: AssetPool, sync_runner: Any
+) -> None:
+    (uri,) = assets.take(1)
+    proc = sync_runner(sync_manifests("term", airflow3, [("t", airflow2)], include=[uri]))
+    with airflow3.client() as client:
+        created = {airflow3.create_event(uri, {"i": i}, client)["id"] for i in range(20)}
+    _await(lambda: proc.metric("aas_events_replayed_total") >= 1, "replay under way")
+
+    proc.server.kill(signal.SIGTERM)
+    assert proc.server.proc is not None
+    assert proc.server.proc.wait(timeout=30) == 0
+    log = proc.log()
+    assert "worker stopped" in log
+    assert "Traceback" not in log
+    assert proc.state()["source"]["checkpoint"]["initialized"] is True
+
+    proc.start()
+    counts = await_delivery(airflow2, [uri], airflow3.url, created)
+    assert counts == dict.fromkeys(created, 1)
+    # Credentials were read from the manifest's Secrets; none of them ever reaches the log.
+    for secret_value in (airflow2.password, airflow3.password):
+        assert secret_value not in proc.log()
+        assert secret_value not in str(proc.metrics())

@@ -26,8 +26,11 @@ STEPS: dict[str, Callable[[], object]] = {
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("parts", nargs="*", choices=[*STEPS, []], default=list(STEPS))
+    parser.add_argument("parts", nargs="*", metavar="PART", help=f"any of {', '.join(STEPS)}")
     args = parser.parse_args()
+    unknown = sorted(set(args.parts) - set(STEPS))
+    if unknown:
+        parser.error(f"unknown part(s) {', '.join(unknown)}; choose from {', '.join(STEPS)}")
     started = time.monotonic()
     log(f"cache: {CACHE}")
     uv_bin()
