@@ -12,8 +12,7 @@ sends exactly ``limit``, ``offset``, ``order_by`` and, when filtering, ``dataset
 
 from __future__ import annotations
 
-from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Literal
 from urllib.parse import quote
 
 from airflow_asset_sync.clients.airflow.base import (
@@ -24,7 +23,8 @@ from airflow_asset_sync.clients.airflow.base import (
     EventQuery,
     PostedEvent,
 )
-from airflow_asset_sync.clients.airflow.http import AirflowHttp, not_found
+from airflow_asset_sync.clients.airflow.common import ClientBase
+from airflow_asset_sync.clients.airflow.http import not_found
 from airflow_asset_sync.clients.airflow.wire import (
     check_uri,
     page_params,
@@ -37,33 +37,12 @@ EVENTS_PATH = "/api/v1/datasets/events"
 DATASETS_PATH = "/api/v1/datasets"
 
 
-class AirflowV1Client:
-    """`AirflowClient` for Airflow 2.x. Owns its `AirflowHttp` and closes it in `aclose`."""
-
-    def __init__(self, http: AirflowHttp, *, server_version: str | None = None) -> None:
-        self._http = http
-        self._server_version = server_version
-        self._ids: dict[str, int] = {}
+class AirflowV1Client(ClientBase):
+    """`AirflowClient` for Airflow 2.x."""
 
     @property
     def api_version(self) -> Literal["v1"]:
         return "v1"
-
-    @property
-    def page_limit(self) -> int:
-        return self._http.options.page_limit
-
-    @property
-    def server_version(self) -> str | None:
-        """Airflow's version string if auto-detection read it, else None."""
-        return self._server_version
-
-    @property
-    def http(self) -> AirflowHttp:
-        return self._http
-
-    def __repr__(self) -> str:
-        return f"AirflowV1Client(url={self._http.url!r}, server_version={self._server_version!r})"
 
     async def list_events(self, query: EventQuery) -> EventPage:
         """One page of ``GET /api/v1/datasets/events``, ordered by timestamp.
@@ -135,17 +114,3 @@ class AirflowV1Client:
             raise BadResponse(f"{reply.where}: asked for dataset {uri!r}, got {shown}")
         self._ids[uri] = dataset_id
         return dataset_id
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()

@@ -15,8 +15,7 @@ deployed in the target any minute).
 
 from __future__ import annotations
 
-from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Literal
 
 from airflow_asset_sync.clients.airflow.base import (
     AssetNotFound,
@@ -25,7 +24,8 @@ from airflow_asset_sync.clients.airflow.base import (
     EventQuery,
     PostedEvent,
 )
-from airflow_asset_sync.clients.airflow.http import AirflowHttp, Reply, not_found
+from airflow_asset_sync.clients.airflow.common import ClientBase
+from airflow_asset_sync.clients.airflow.http import Reply, not_found
 from airflow_asset_sync.clients.airflow.wire import (
     check_uri,
     format_timestamp,
@@ -43,33 +43,12 @@ ASSETS_PATH = "/api/v2/assets"
 MAX_RESOLVE_PAGES = 50
 
 
-class AirflowV2Client:
-    """`AirflowClient` for Airflow 3.x. Owns its `AirflowHttp` and closes it in `aclose`."""
-
-    def __init__(self, http: AirflowHttp, *, server_version: str | None = None) -> None:
-        self._http = http
-        self._server_version = server_version
-        self._ids: dict[str, int] = {}
+class AirflowV2Client(ClientBase):
+    """`AirflowClient` for Airflow 3.x."""
 
     @property
     def api_version(self) -> Literal["v2"]:
         return "v2"
-
-    @property
-    def page_limit(self) -> int:
-        return self._http.options.page_limit
-
-    @property
-    def server_version(self) -> str | None:
-        """Airflow's version string if auto-detection read it, else None."""
-        return self._server_version
-
-    @property
-    def http(self) -> AirflowHttp:
-        return self._http
-
-    def __repr__(self) -> str:
-        return f"AirflowV2Client(url={self._http.url!r}, server_version={self._server_version!r})"
 
     async def list_events(self, query: EventQuery) -> EventPage:
         """One page of ``GET /api/v2/assets/events`` (id is the server's tie-breaker).
@@ -173,17 +152,3 @@ class AirflowV2Client:
         if isinstance(total, int) and not isinstance(total, bool):
             return rows, total
         return rows, None
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
