@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 export PYTHONPATH := operator:tests
 
-.PHONY: demo test lint unit rig-up rig-down venv provision clean
+.PHONY: demo test lint unit bench rig-up rig-down venv provision clean
 
 venv:
 	@scripts/bootstrap-venv
@@ -27,6 +27,10 @@ lint: venv
 ## unit: the fast tests only (no rig).
 unit: venv
 	$(PY) -m pytest -m "not rig" -q
+
+## bench: the benchmark report (not part of the test suite); BENCH_ARGS="--quick" for a short run.
+bench: venv
+	$(PY) -m bench $(BENCH_ARGS)
 
 provision: venv
 	$(PY) -m rig.provision
