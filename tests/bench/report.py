@@ -28,6 +28,13 @@ def rerender(outdir: Path) -> None:
     results.problems = data["problems"]
     results.load = data["load"]
     results.series = data.get("series", {})
+    # Profiles are summarised again from their raw stacks (the summary may have improved).
+    from bench.profiling import summarize
+
+    for label in list(results.figures.get("profiles", {})):
+        raw = outdir / f"profile-{label}.txt"
+        if raw.exists():
+            results.figures["profiles"][label] = summarize(raw)
     write(results, outdir, command=data.get("command", ""), notes=data.get("notes", []))
 
 

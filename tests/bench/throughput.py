@@ -43,8 +43,9 @@ SOURCE_REQUESTS = "aas_api_request_duration_seconds_count"
 PUBLISHED = "aas_events_published_total"
 REPLAYED = "aas_events_replayed_total"
 DEDUPLICATED = "aas_events_deduplicated_total"
-#: The prototype drain: one write in flight per target.
-FIX = {"AAS_BENCH_WRITE_CONCURRENCY": "1"}
+#: The prototype drain: the overlap re-read bounded (and one write in flight per target,
+#: while the product's default is above one).
+FIX = {"AAS_BENCH_OVERLAP_FIX": "1"}
 
 
 def replayer_concurrency() -> int:
@@ -323,7 +324,8 @@ def run_drain(
     # The product's worker; then, if its write concurrency is above one, the prototype at one
     # (the proposed fix), else the product again (the spread between two runs of the same
     # thing is the noise every ratio here carries on a shared 2-core machine).
-    second = ("drain-fix", FIX) if concurrency > 1 else ("drain-repeat", None)
+    fix = {**FIX, "AAS_BENCH_WRITE_CONCURRENCY": "1"} if concurrency > 1 else FIX
+    second: tuple[str, dict[str, str] | None] = ("drain-fix", fix)
 
     def bracket() -> float:
         """The raw loop again, briefly, at the replayer's concurrency: the load of other
