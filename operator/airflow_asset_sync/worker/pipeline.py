@@ -263,6 +263,9 @@ class SyncWorker:
             health=self.health,
             overlap=options.overlap,
             max_invalid_retries=options.max_invalid_retries,
+            # What a crash can make the poller publish again must fit the replayers' window
+            # of deliveries checked against the target after a restart.
+            max_publish=options.replayer.commit_batch,
         )
         log.info("polling the source", extra={**self._log_extra, "api": client.api_version})
         await poller.run(stop)

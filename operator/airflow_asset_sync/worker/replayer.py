@@ -75,9 +75,13 @@ COMMIT_ATTEMPTS = 3
 class ReplayerOptions:
     #: Largest batch fetched, and so the most deliveries ever uncommitted.
     commit_batch: int = 100
-    #: POSTs in flight to this target. Measured on SQLite 3.x: one at a time ~70/s, and at 8
-    #: in flight requests time out (airflow-api.md section 7), so keep this small.
-    concurrency: int = 4
+    #: POSTs in flight to this target. One: Airflow 3.3.2 on SQLite does 30-70 POSTs/s one
+    #: at a time, but with 2 in flight its writers wait on each other's database lock until
+    #: SQLite's 5 s busy timeout and about a quarter answer HTTP 500 (measured by the
+    #: reliability suite: 0.6 writes/s), which after a target outage means a backlog that
+    #: never drains. One in flight is far above the asset-event rates this tool is for, on
+    #: any database; raise it only for a target known to write concurrently (PostgreSQL).
+    concurrency: int = 1
     #: How long one fetch waits for deliveries.
     fetch_timeout: float = 1.0
     #: Back-off for unavailable / auth failures / ambiguous errors.

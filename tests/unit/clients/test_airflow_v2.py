@@ -405,3 +405,18 @@ def test_identity_properties() -> None:
     assert api.api_version == "v2"
     assert api.page_limit == 100
     assert "tkn-0123456789" not in repr(api)
+
+
+async def test_a_page_with_more_rows_than_asked_for_is_bad_response() -> None:
+    """Offset paging advances by the rows a page held: a page with more rows than positions
+    (a duplicated row) would skip rows never read. Found by the hostile-source properties."""
+    fake = Fake3x()
+    rows = [event(1), event(2), event(2), event(3)]
+    fake.override["/api/v2/assets/events"] = lambda r: httpx.Response(
+        200, json={"asset_events": rows[: int(r.url.params["limit"]) + 1], "total_entries": 3}
+    )
+    async with client(fake) as api:
+        with pytest.raises(BadResponse, match="4 rows in a page of at most 3"):
+            await api.list_events(EventQuery(limit=3))
+        page = await api.list_events(EventQuery(limit=4))  # four asked, four sent: a page
+    assert [e.id for e in page.events] == [1, 2, 2, 3]

@@ -323,6 +323,34 @@ async def test_concurrency_is_bounded_and_each_asset_stays_in_order() -> None:
         assert order == sorted(order)
 
 
+async def test_by_default_one_post_is_in_flight_per_target() -> None:
+    """Concurrent POSTs to a SQLite-backed Airflow 3.3 wait on each other's database lock and
+    fail with 500 (see `ReplayerOptions.concurrency`), so the default writes one at a time,
+    even across assets (each asset still in order)."""
+    uris = tuple(f"s3://b/{i}" for i in range(4))
+    rig = Rig(assets=uris)
+    rig.replayer = Replayer(
+        target=target(),
+        client=rig.server.client(),
+        subscription=rig.subscription,
+        status=rig.status,
+        clock=rig.clock,
+        metrics=rig.metrics,
+    )
+    assert ReplayerOptions().concurrency == 1
+    rig.server.post_gate = asyncio.Event()
+    envs = [envelope(source_event(n, uris[n % 4])) for n in range(1, 13)]
+    task = asyncio.create_task(rig.replayer.replay(deliveries(envs), rig.stop))
+    await wait_until(lambda: rig.server.in_flight == 1, what="one POST in flight")
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert rig.server.in_flight == 1
+    rig.server.post_gate.set()
+    await task
+    assert rig.server.max_in_flight == 1
+    assert len(rig.markers()) == 12
+
+
 class FlakyCommit(ListSubscription):
     def __init__(self, failures: int) -> None:
         super().__init__()

@@ -15,9 +15,10 @@ Decisions worth knowing:
   timeout, 503, 429). After an *ambiguous* failure (read timeout, dropped connection,
   500/502/504) the client raises `WriteOutcomeUnknown` instead of writing a duplicate,
   unless `HttpOptions.retry_ambiguous_writes` says duplicates are acceptable.
-- **In-flight writes are bounded** per instance by a semaphore (default 4): Airflow on
-  SQLite serialises writes, and at 8 concurrent POSTs requests time out instead of going
-  faster (measured; see the API reference, section 7).
+- **In-flight writes are bounded** per instance by a semaphore (default 1): Airflow on
+  SQLite serialises writes, and already at 2 concurrent POSTs (3.3.2) writers wait on each
+  other's database lock until SQLite's 5 s busy timeout and a quarter of them fail with 500,
+  instead of going faster (measured; see `ReplayerOptions.concurrency`).
 - **Secrets never leave this module in text**: messages name method, redacted base URL,
   path and status; server-provided detail is truncated and scrubbed of every credential
   value, and the login endpoint's body is never quoted at all (FastAPI's 422 echoes the
@@ -125,7 +126,8 @@ class HttpOptions:
     max_attempts: int = 4
     backoff_base_s: float = 0.25
     backoff_max_s: float = 8.0
-    max_inflight_writes: int = 4
+    #: POSTs in flight to this instance (see the module docstring for why one).
+    max_inflight_writes: int = 1
     #: Retry POSTs after ambiguous failures, accepting possible duplicate events.
     retry_ambiguous_writes: bool = False
     #: Largest response body read (decompressed). A page of 100 events at the 256 KiB

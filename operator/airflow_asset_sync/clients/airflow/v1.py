@@ -26,6 +26,7 @@ from airflow_asset_sync.clients.airflow.base import (
 from airflow_asset_sync.clients.airflow.common import ClientBase
 from airflow_asset_sync.clients.airflow.http import not_found
 from airflow_asset_sync.clients.airflow.wire import (
+    check_page_size,
     check_uri,
     page_params,
     parse_event_page,
@@ -59,7 +60,8 @@ class AirflowV1Client(ClientBase):
         if query.asset_uri is not None:
             params["dataset_id"] = await self.dataset_id(query.asset_uri)
         reply = await self._http.request("GET", EVENTS_PATH, params=params)
-        return parse_event_page(reply.json(), schema="v1", where=reply.where)
+        page = parse_event_page(reply.json(), schema="v1", where=reply.where)
+        return check_page_size(page, limit=query.limit, where=reply.where)
 
     async def post_event(self, uri: str, extra: dict[str, Any]) -> PostedEvent:
         """``POST /api/v1/datasets/events`` -> 200. 2.x always adds ``from_rest_api: true``.

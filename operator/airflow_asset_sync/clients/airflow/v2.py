@@ -27,6 +27,7 @@ from airflow_asset_sync.clients.airflow.base import (
 from airflow_asset_sync.clients.airflow.common import ClientBase
 from airflow_asset_sync.clients.airflow.http import Reply, not_found
 from airflow_asset_sync.clients.airflow.wire import (
+    check_page_size,
     check_uri,
     format_timestamp,
     page_params,
@@ -62,7 +63,8 @@ class AirflowV2Client(ClientBase):
         if query.asset_uri is not None:
             params["asset_id"] = await self.asset_id(query.asset_uri)
         reply = await self._http.request("GET", EVENTS_PATH, params=params)
-        return parse_event_page(reply.json(), schema="v2", where=reply.where)
+        page = parse_event_page(reply.json(), schema="v2", where=reply.where)
+        return check_page_size(page, limit=query.limit, where=reply.where)
 
     async def post_event(self, uri: str, extra: dict[str, Any]) -> PostedEvent:
         """``POST /api/v2/assets/events {asset_id, extra}`` -> 200.

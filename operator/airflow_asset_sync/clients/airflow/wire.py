@@ -277,6 +277,20 @@ def parse_event_page(body: object, *, schema: Schema, where: str) -> EventPage:
     )
 
 
+def check_page_size(page: EventPage, *, limit: int, where: str) -> EventPage:
+    """Refuse a page holding more rows than were asked for.
+
+    Both APIs answer ``limit`` rows at most (a single SQL ``LIMIT``). The cursors page by
+    offset, advancing by the rows a page held; a page with more rows than positions (a
+    duplicated row, a proxy splicing two answers) would move the offset past rows never
+    read, and the checkpoint could then pass them. Such an answer is no page of this API.
+    """
+    rows = len(page.events) + len(page.invalid)
+    if rows > limit:
+        raise BadResponse(f"{where}: {rows} rows in a page of at most {limit}")
+    return page
+
+
 def parse_posted_event(
     body: object, *, schema: Schema, where: str, requested_uri: str
 ) -> PostedEvent:
