@@ -21,7 +21,6 @@ import asyncio
 import functools
 import json
 import os
-import subprocess
 import threading
 import time
 from dataclasses import dataclass
@@ -39,7 +38,7 @@ from bench.traffic import CreatedEvent, EventWriter, collect, parse_ts, steady
 from rig.airflow import AIRFLOW3, AirflowInstance
 from rig.cache import CACHE, cached_in_place, phase
 from rig.procs import Server
-from rig.tools import uv_bin
+from rig.tools import uv_venv
 
 # -- the naive poller ------------------------------------------------------------------------
 
@@ -210,24 +209,7 @@ def watcher_venv() -> Path:
     """Airflow 3.3 plus the Kafka and common-messaging providers, cached beside the rig's."""
 
     def build(path: Path) -> None:
-        uv = str(uv_bin())
-        env = dict(os.environ, UV_CACHE_DIR=str(CACHE / "uv-cache"))
-        subprocess.run([uv, "venv", "-q", "-p", "python3.11", str(path)], check=True, env=env)
-        subprocess.run(
-            [
-                uv,
-                "pip",
-                "install",
-                "-q",
-                "--python",
-                str(path / "bin" / "python"),
-                f"apache-airflow=={AIRFLOW3}",
-                KAFKA_PROVIDER,
-                MESSAGING_PROVIDER,
-            ],
-            check=True,
-            env=env,
-        )
+        uv_venv(path, f"apache-airflow=={AIRFLOW3}", KAFKA_PROVIDER, MESSAGING_PROVIDER)
 
     tag = KAFKA_PROVIDER.split("==")[1]
     return cached_in_place(

@@ -30,7 +30,7 @@ import pytest
 
 from rig.cache import CACHE, cached_in_place, log, phase
 from rig.procs import Server, free_port
-from rig.tools import uv_bin
+from rig.tools import uv_venv
 
 AIRFLOW2 = "2.11.2"
 AIRFLOW3 = "3.3.2"
@@ -77,22 +77,7 @@ def venv(version: str) -> Path:
     """A virtualenv with exactly `apache-airflow==version` (plain install, no constraints)."""
 
     def build(path: Path) -> None:
-        uv = str(uv_bin())
-        env = dict(os.environ, UV_CACHE_DIR=str(CACHE / "uv-cache"))
-        subprocess.run([uv, "venv", "-q", "-p", "python3.11", str(path)], check=True, env=env)
-        subprocess.run(
-            [
-                uv,
-                "pip",
-                "install",
-                "-q",
-                "--python",
-                str(path / "bin" / "python"),
-                f"apache-airflow=={version}",
-            ],
-            check=True,
-            env=env,
-        )
+        uv_venv(path, f"apache-airflow=={version}")
 
     return cached_in_place(
         CACHE / "venvs" / f"airflow-{version}", build, name=f"airflow {version} venv"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -29,4 +30,15 @@ def uv_bin() -> Path:
         cached_in_place(CACHE / "tools" / f"uv-{UV_VERSION}", build, name=f"uv {UV_VERSION}")
         / "bin"
         / "uv"
+    )
+
+
+def uv_venv(path: Path, *requirements: str) -> None:
+    """A fresh Python 3.11 virtualenv at `path` with exactly `requirements` installed."""
+    uv = str(uv_bin())
+    env = dict(os.environ, UV_CACHE_DIR=str(CACHE / "uv-cache"))
+    subprocess.run([uv, "venv", "-q", "-p", "python3.11", str(path)], check=True, env=env)
+    python = str(path / "bin" / "python")
+    subprocess.run(
+        [uv, "pip", "install", "-q", "--python", python, *requirements], check=True, env=env
     )
