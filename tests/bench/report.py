@@ -311,7 +311,7 @@ def _charts(results: Results, outdir: Path) -> list[str]:
             values.append(rc["rate"])
             colors.append("#888888")
         for name, d in drains.items():
-            tag = "1 in flight" if d["prototype"] else name.removeprefix("drain").strip("-")
+            tag = "before fixes" if d["prototype"] else name.removeprefix("drain").strip("-")
             labels.append(f"replayer\n{tag or 'defaults'}")
             values.append(d["replay_rate_in_window"])
             colors.append("#2ca02c" if d["prototype"] else "#d62728")
@@ -324,11 +324,11 @@ def _charts(results: Results, outdir: Path) -> list[str]:
         ax1.bar_label(bars, fmt="%.1f")
         ax1.set_ylabel("events/s written into the target (Airflow 3.3, SQLite)")
         ax1.set_title("Target write ceiling vs replayer, same instance, same run")
-        for name, style in (("drain", "-"), ("drain-fix", "--"), ("drain-repeat", ":")):
+        for name, style in (("drain", "-"), ("drain-before", "--"), ("drain-repeat", ":")):
             series = results.series.get(name)
             if not series:
                 continue
-            tag = {"drain": "defaults", "drain-fix": "1 in flight"}.get(name, "repeat")
+            tag = {"drain": "defaults", "drain-before": "before fixes"}.get(name, "repeat")
             if series["published"]:
                 ax2.plot(*zip(*series["published"], strict=False), style, label=f"in Kafka ({tag})")
             if series["replayed"]:

@@ -13,8 +13,9 @@ In one run, on the same target instance:
    catch-up = events/s into Kafka (`aas_events_published_total`); replay = events/s written
    to the target (`aas_events_replayed_total`) in a window after catch-up ended, so the poller
    does not share the CPU with the replayer while it is measured; peak RSS (VmHWM) over all;
-4. the same with the `bench.prototype` worker at one write in flight (the proposed fix),
-   reading the same backlog into its own topic.
+4. the same with the `bench.prototype` worker as it was before the benchmark's fixes (whole
+   overlap window re-read, one page at a time, fixed poll interval), reading the same
+   backlog into its own topic: before and after in one run.
 """
 
 from __future__ import annotations
@@ -43,9 +44,8 @@ SOURCE_REQUESTS = "aas_api_request_duration_seconds_count"
 PUBLISHED = "aas_events_published_total"
 REPLAYED = "aas_events_replayed_total"
 DEDUPLICATED = "aas_events_deduplicated_total"
-#: The prototype drain: the overlap re-read bounded (and one write in flight per target,
-#: while the product's default is above one).
-FIX = {"AAS_BENCH_OVERLAP_FIX": "1"}
+#: The worker before the benchmark's fixes (`bench.prototype`).
+BEFORE = {"AAS_BENCH_FULL_WINDOW": "1", "AAS_BENCH_FIXED_POLL": "1"}
 
 
 def replayer_concurrency() -> int:
@@ -321,11 +321,8 @@ def run_drain(
         background.join()
     total = int(backlog["ok"])
 
-    # The product's worker; then, if its write concurrency is above one, the prototype at one
-    # (the proposed fix), else the product again (the spread between two runs of the same
-    # thing is the noise every ratio here carries on a shared 2-core machine).
-    fix = {**FIX, "AAS_BENCH_WRITE_CONCURRENCY": "1"} if concurrency > 1 else FIX
-    second: tuple[str, dict[str, str] | None] = ("drain-fix", fix)
+    # The product's worker, then the worker as it was before the fixes, on the same backlog.
+    second: tuple[str, dict[str, str] | None] = ("drain-before", BEFORE)
 
     def bracket() -> float:
         """The raw loop again, briefly, at the replayer's concurrency: the load of other
@@ -370,7 +367,7 @@ def run_drain(
     results.series[second[0]] = runs[second[0]]["series"]
 
     default, fixed = runs["drain"]["figures"], runs[second[0]]["figures"]
-    what = "fix run" if second[1] else "repeat run"
+    what = "before the fixes"
     results.record(
         "memory",
         worker_drain={k: default[k] for k in ("rss_mib", "hwm_mib", "sampled_peak_rss_mib")},
@@ -426,8 +423,8 @@ def run_drain(
         unit="req/s",
         target="<= 1 req/s",
         passed=default["source_requests_per_s_after_catchup"] <= 1.0,
-        note="every poll re-reads the overlap window behind the checkpoint; after a burst "
-        "that window holds up to (burst rate x 5 s) events = that many pages / 100",
+        note="before the fixes every poll re-read the whole overlap window (up to burst rate "
+        f"x 5 s events, a page per 100): {fixed['source_requests_per_s_after_catchup']} req/s",
     )
     if default["hwm_mib"] is not None:
         results.check(

@@ -7,7 +7,7 @@ do: version detection, auth, uri -> id resolution (2.x path encoding, 3.x exact 
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -56,6 +56,15 @@ async def test_detects_version_posts_and_lists(
 
         newest_first = await client.list_events(EventQuery(asset_uri=uri, ascending=False, limit=2))
         assert [e.id for e in newest_first.events] == [posted[2].id, posted[1].id]
+
+        # The server's clock (its Date header) bounds the cursor's re-read. What matters is
+        # that it is never ahead of the true time (same host clock here); it may lag: uvicorn
+        # (3.x) refreshes its cached Date once a second, so it was seen 1.7 s behind a row
+        # stamped just before the request. A lag only makes the bound more conservative.
+        assert page.server_time is not None
+        assert page.server_time <= datetime.now(UTC)
+        newest = max(e.timestamp for e in page.events)
+        assert newest - page.server_time < timedelta(seconds=5)
 
 
 async def test_unknown_asset_is_asset_not_found(instance: AirflowInstance) -> None:

@@ -39,6 +39,10 @@ class Checkpoint(StatusModel):
 
     timestamp: datetime | None = None
     seen_ids: list[int] = Field(default_factory=list)
+    #: Every source event older than this was visible and handled at an earlier read, so
+    #: reads need not look behind it even inside the overlap window. Never after
+    #: ``timestamp``; only moves forward. None: re-read the whole window.
+    settled_before: datetime | None = None
     #: Set once the start position (startFrom) has been resolved, so a restart never re-applies it.
     initialized: bool = False
 

@@ -2,13 +2,24 @@
 
 The checkpoint (`api.status.Checkpoint`) is a timestamp plus the ids already handled in the
 *overlap window* behind it. An event counts as handled when it is older than
-``checkpoint.timestamp - overlap``, or its id is in ``seen_ids``. Every read re-reads the
-window and drops the ids it has seen.
+``checkpoint.timestamp - overlap`` (or than ``settled_before``, below), or its id is in
+``seen_ids``. Every read re-reads the window and drops the ids it has seen.
 
 Why an overlap window: a row's timestamp is taken when its transaction starts, but the row
 becomes visible when the transaction commits. A slow transaction can therefore commit a row
 with a timestamp *earlier* than rows we have already read. Re-reading a few seconds behind the
 checkpoint (default 5 s) catches such late rows; the ids stop the others being sent twice.
+
+Only the recent part of the window can still change: a row that is not visible yet carries a
+timestamp within `overlap` of the moment it is read. So once a read has seen the source at
+server time D (its HTTP ``Date``), everything older than ``D - overlap`` was complete then,
+and the checkpoint records that as ``settled_before``; later reads start there instead of at
+``timestamp - overlap``. Without it, a source quiet after a burst cost one page per 100
+window events on every poll for good (3.2 requests/s measured), and a catch-up re-read half
+a page per 100 new events. `SKEW` covers clocks of the hosts that stamp rows (scheduler,
+workers) running up to a second behind the API server's. A ``Date`` that lags the true time
+(uvicorn, serving Airflow 3, refreshes its cached one once a second: seen 1.7 s behind) only
+makes the bound more conservative; one that runs ahead would not, hence the margin.
 
 Two strategies, because the two APIs differ (airflow-api.md 1.1, 1.4, 2.1, 4.5):
 
@@ -24,6 +35,7 @@ poller publishes and checkpoints in. `next_checkpoint` computes the checkpoint a
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import deque
 from collections.abc import Iterable, Sequence
@@ -40,6 +52,9 @@ log = logging.getLogger(__name__)
 
 #: How far behind the checkpoint each read looks again for rows that committed late.
 DEFAULT_OVERLAP = timedelta(seconds=5)
+
+#: Margin for the clocks that stamp rows running behind the API server's ``Date``.
+SKEW = timedelta(seconds=1)
 
 
 @dataclass(frozen=True)
@@ -58,6 +73,9 @@ class Batch:
     reread: dict[int, datetime] = field(default_factory=dict)
     invalid: list[BadResponse] = field(default_factory=list)
     more: bool = False
+    #: The earliest server time among the read's responses (None if one lacked it): rows
+    #: older than ``server_time - overlap`` were all visible when this read ran.
+    server_time: datetime | None = None
 
 
 class Cursor(Protocol):
@@ -69,9 +87,24 @@ class Cursor(Protocol):
 
 
 def _lower_bound(checkpoint: Checkpoint, overlap: timedelta) -> datetime | None:
+    """Where a read starts: the overlap window behind the checkpoint, minus its settled part."""
     if checkpoint.timestamp is None:
         return None
-    return checkpoint.timestamp - overlap
+    lower = checkpoint.timestamp - overlap
+    settled = checkpoint.settled_before
+    if settled is not None:
+        lower = max(lower, min(settled, checkpoint.timestamp))
+    return lower
+
+
+def _earliest(times: Iterable[datetime | None]) -> datetime | None:
+    """The earliest time, or None if any is unknown (one answer without a ``Date``)."""
+    earliest: datetime | None = None
+    for t in times:
+        if t is None:
+            return None
+        earliest = t if earliest is None else min(earliest, t)
+    return earliest
 
 
 def _select(
@@ -145,6 +178,13 @@ class V2Cursor:
     is safe here: the window is recent, so retention never deletes rows inside it, and rows
     inserted while we page only shift later rows down, which re-reads them (duplicates, which
     collapse by id), never skips them.
+
+    Catch-up: once a full page shows (``total_entries``) that more pages follow, up to
+    `prefetch` of them are requested at once. A backlog is read at the speed of the source's
+    API (one request at a time leaves it idle while we parse and publish). Only a page that
+    came back full proves the server honours our page size, so a short page that is not the
+    end (a ``maximum_page_limit`` below ours) ends the wave: the pages requested after it
+    are dropped and the walk goes on one page at a time from where that page ended.
     """
 
     def __init__(
@@ -153,10 +193,14 @@ class V2Cursor:
         *,
         overlap: timedelta = DEFAULT_OVERLAP,
         max_batch: int = 1000,
+        prefetch: int = 4,
     ) -> None:
+        if prefetch < 1:
+            raise ValueError(f"prefetch must be at least 1, got {prefetch}")
         self._client = client
         self._overlap = overlap
         self._max_batch = max_batch
+        self._prefetch = prefetch
 
     async def newest(self) -> SourceEvent | None:
         return await _newest(self._client)
@@ -170,22 +214,55 @@ class V2Cursor:
         offset = 0
         unseen = 0
         more = False
+        times: list[datetime | None] = []
+        wave = 1
         while True:
-            page = await self._client.list_events(
-                EventQuery(limit=limit, offset=offset, ascending=True, timestamp_gte=lower)
+            offsets = [offset + k * limit for k in range(wave)]
+            pages = await asyncio.gather(
+                *(
+                    self._client.list_events(
+                        EventQuery(limit=limit, offset=o, ascending=True, timestamp_gte=lower)
+                    )
+                    for o in offsets
+                )
             )
-            collected.extend(page.events)
-            invalid.extend(page.invalid)
-            rows = len(page.events) + len(page.invalid)
-            if _history_ends(rows, page.total_entries, offset, limit):
+            done = False
+            for page in pages:
+                times.append(page.server_time)
+                collected.extend(page.events)
+                invalid.extend(page.invalid)
+                rows = len(page.events) + len(page.invalid)
+                if _history_ends(rows, page.total_entries, offset, limit):
+                    done = True
+                    break
+                offset += rows
+                unseen += sum(1 for e in page.events if e.id not in seen)
+                if unseen >= self._max_batch:
+                    more = done = True
+                    break
+                if rows < limit:
+                    wave = 0  # the server caps pages below ours: one at a time from here
+                    break
+            if done:
                 break
-            offset += rows
-            unseen += sum(1 for e in page.events if e.id not in seen)
-            if unseen >= self._max_batch:
-                more = True
-                break
+            wave = self._wave(pages[-1].total_entries, offset, unseen) if wave else 1
         events, reread = _select(collected, checkpoint, lower)
-        return Batch(events=events, reread=reread, invalid=invalid, more=more)
+        return Batch(
+            events=events,
+            reread=reread,
+            invalid=invalid,
+            more=more,
+            server_time=_earliest(times),
+        )
+
+    def _wave(self, total: int | None, offset: int, unseen: int) -> int:
+        """How many pages to request at once next: those known to exist, up to the batch."""
+        if total is None:
+            return 1
+        limit = self._client.page_limit
+        pages_left = -(-(total - offset) // limit)
+        pages_for_batch = -(-(self._max_batch - unseen) // limit)
+        return max(1, min(self._prefetch, pages_left, pages_for_batch))
 
 
 @dataclass(frozen=True)
@@ -195,6 +272,7 @@ class _Page:
     invalid: list[BadResponse]
     rows: int
     end: bool
+    server_time: datetime | None = None
 
 
 def _runs(page: _Page) -> Iterable[tuple[datetime, int, int]]:
@@ -273,7 +351,7 @@ class V1Cursor:
         )
         rows = len(page.events) + len(page.invalid)
         end = _history_ends(rows, page.total_entries, offset, limit)
-        return _Page(offset, list(page.events), list(page.invalid), rows, end)
+        return _Page(offset, list(page.events), list(page.invalid), rows, end, page.server_time)
 
     async def read(self, checkpoint: Checkpoint) -> Batch:
         lower = _lower_bound(checkpoint, self._overlap)
@@ -290,12 +368,14 @@ class V1Cursor:
             )
 
         pages: deque[_Page] = deque()
+        times: list[datetime | None] = []
         retained = 0
         truncated = False
         offset = 0
         while True:
             page = await self._page(offset)
             pages.append(page)
+            times.append(page.server_time)
             retained += fresh(page)
             if page.end:
                 break
@@ -313,7 +393,13 @@ class V1Cursor:
         collected += await self._complete_groups(pages, lower, cut)
         events, reread = _select(collected, checkpoint, lower)
         invalid = [exc for p in pages for exc in p.invalid]
-        return Batch(events=events, reread=reread, invalid=invalid, more=truncated)
+        return Batch(
+            events=events,
+            reread=reread,
+            invalid=invalid,
+            more=truncated,
+            server_time=_earliest(times),
+        )
 
     async def _complete_groups(
         self, pages: Sequence[_Page], lower: datetime | None, cut: datetime | None
@@ -406,7 +492,12 @@ def next_checkpoint(
     costs).
     """
     if not handled:
-        return previous
+        if previous.timestamp is None:
+            return previous
+        settled = _settled(previous, batch, handled, previous.timestamp, overlap)
+        if settled == previous.settled_before:
+            return previous
+        return previous.model_copy(update={"settled_before": settled})
     newest = max(e.timestamp for e in handled)
     timestamp = newest if previous.timestamp is None else max(previous.timestamp, newest)
     known: dict[int, datetime] = dict(batch.reread)
@@ -422,7 +513,33 @@ def next_checkpoint(
         timestamp=timestamp,
         seen_ids=sorted(i for _, i in keep),
         initialized=previous.initialized,
+        settled_before=_settled(previous, batch, handled, timestamp, overlap),
     )
+
+
+def _settled(
+    previous: Checkpoint,
+    batch: Batch,
+    handled: Sequence[SourceEvent],
+    timestamp: datetime,
+    overlap: timedelta,
+) -> datetime | None:
+    """How far back the next read must look (``settled_before``).
+
+    Only handled events may be skipped, so the bound stays at or before the new checkpoint
+    and the first event of the batch not handled yet (a late row below the checkpoint can be
+    in that tail). A read that met invalid rows does not move it: they are being retried and
+    must be read again. It never moves back, because `seen_ids` keeps only ids the next read
+    can meet: a lower bound would re-read ids dropped from it and publish them twice.
+    """
+    settled = previous.settled_before
+    if batch.server_time is None or batch.invalid:
+        return settled
+    candidate = min(timestamp, batch.server_time - overlap - SKEW)
+    pending = batch.events[len(handled) :]
+    if pending:
+        candidate = min(candidate, min(e.timestamp for e in pending))
+    return candidate if settled is None else max(settled, candidate)
 
 
 async def resolve_start(

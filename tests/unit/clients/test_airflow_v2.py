@@ -132,6 +132,34 @@ def query_of(request: httpx.Request) -> dict[str, str]:
 # -- listing -----------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("Wed, 25 Nov 2026 02:10:07 GMT", datetime(2026, 11, 25, 2, 10, 7, tzinfo=UTC)),
+        (None, None),
+        ("yesterday", None),
+        ("Wed, 25 Nov 2026 02:10:07", None),  # no zone: not an HTTP date
+        ("x" * 500, None),
+    ],
+)
+async def test_listing_reports_the_server_clock_from_its_date_header(
+    header: str | None, expected: datetime | None
+) -> None:
+    fake = Fake3x()
+
+    def listing(request: httpx.Request) -> httpx.Response:
+        headers = {"date": header} if header is not None else {}
+        return httpx.Response(
+            200, json={"asset_events": [event(1)], "total_entries": 1}, headers=headers
+        )
+
+    fake.override["/api/v2/assets/events"] = listing
+    async with client(fake) as api:
+        page = await api.list_events(EventQuery(limit=50, offset=0, ascending=True))
+    assert page.server_time == expected
+    assert [e.id for e in page.events] == [1]
+
+
 async def test_listing_sends_limit_offset_and_order() -> None:
     fake = Fake3x()
     async with client(fake) as api:

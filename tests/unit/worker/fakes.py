@@ -82,8 +82,14 @@ class FakeAirflow:
         #: Called at the start of every listing (e.g. to insert rows mid-walk).
         self.on_list: Callable[[EventQuery], None] | None = None
         self.requests: list[tuple[str, Any]] = []
+        #: The server's clock, sent with each listing as its HTTP ``Date`` would be (whole
+        #: seconds, rounded down); None: no Date header.
+        self.clock: datetime | None = None
         self.in_flight = 0
         self.max_in_flight = 0
+        #: Listings in flight now, and the most seen at once.
+        self.listing = 0
+        self.max_listing = 0
         self._next_id = 1
 
     # -- server side --------------------------------------------------------------------------
@@ -177,7 +183,8 @@ class FakeAirflow:
         page = rows[query.offset : query.offset + limit]
         events = [e for e in page if e.id not in self.invalid_ids]
         invalid = [self._bad_row(e, i) for i, e in enumerate(page) if e.id in self.invalid_ids]
-        return EventPage(events=events, total_entries=len(rows), invalid=invalid)
+        date = self.clock.replace(microsecond=0) if self.clock is not None else None
+        return EventPage(events=events, total_entries=len(rows), invalid=invalid, server_time=date)
 
     def create_event(self, uri: str, extra: dict[str, Any]) -> SourceEvent:
         if uri not in self.assets:
@@ -204,9 +211,15 @@ class FakeClient:
         return self.server.page_limit
 
     async def list_events(self, query: EventQuery) -> EventPage:
-        self.server.requests.append(("list_events", query))
-        await asyncio.sleep(0)  # a network round trip is a suspension point
-        return self.server.list_events(query)
+        server = self.server
+        server.requests.append(("list_events", query))
+        server.listing += 1
+        server.max_listing = max(server.max_listing, server.listing)
+        try:
+            await asyncio.sleep(0)  # a network round trip is a suspension point
+            return server.list_events(query)
+        finally:
+            server.listing -= 1
 
     async def post_event(self, uri: str, extra: dict[str, Any]) -> PostedEvent:
         server = self.server

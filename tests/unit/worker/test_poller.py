@@ -15,7 +15,7 @@ from airflow_asset_sync.clients.airflow.base import Unavailable
 from airflow_asset_sync.worker.cursor import make_cursor
 from airflow_asset_sync.worker.filters import EventFilter
 from airflow_asset_sync.worker.metrics import WorkerMetrics
-from airflow_asset_sync.worker.poller import Poller
+from airflow_asset_sync.worker.poller import Poller, PollPace, PollResult
 
 from .fakes import T0, FakeAirflow, FakeClock, FakePublisher, MemoryStore, Version, wait_until
 
@@ -244,9 +244,10 @@ async def test_full_batches_are_followed_by_an_immediate_repoll() -> None:
     stop = asyncio.Event()
     task = asyncio.create_task(rig.poller.run(stop))
     await wait_until(lambda: bool(rig.clock.sleeping), what="the poller to sleep")
-    # All 250 went out in three batches before the first pause of a poll interval.
+    # All 250 went out in three batches before the first pause (at the active pace, since
+    # events just came).
     assert [len(b) for b in rig.publisher.batches] == [100, 100, 50]
-    assert [s for s in rig.clock.sleep_calls if s > 0] == [1.0]
+    assert [s for s in rig.clock.sleep_calls if s > 0] == [0.2]
     stop.set()
     await task
 
@@ -398,3 +399,77 @@ async def test_checkpoint_in_status_is_initialized_only_once() -> None:
     rig.server.emit("s3://b/x", at=at(7))
     await rig.poller.poll_once()
     assert rig.publisher.ids == [1, 2]  # latest would have skipped both
+
+
+# -- pace: fast while events flow, pollInterval when quiet ---------------------------------
+
+
+def result(read: int = 0, more: bool = False) -> PollResult:
+    return PollResult(
+        read=read, published=read, filtered=0, looped=0, already_published=0, held=0, more=more
+    )
+
+
+def test_pace_is_the_poll_interval_while_nothing_happens() -> None:
+    pace = PollPace(1.0)
+    assert [pace.after(result(), now) for now in (0.0, 1.0, 2.0)] == [1.0, 1.0, 1.0]
+
+
+def test_pace_speeds_up_after_new_events_and_falls_back_after_the_hold() -> None:
+    pace = PollPace(1.0)
+    assert pace.after(result(read=3), 0.0) == pytest.approx(0.2)
+    assert pace.after(result(), 9.9) == pytest.approx(0.2)  # still within 10 s of the event
+    assert pace.after(result(), 10.0) == 1.0
+
+
+def test_pace_rereads_at_once_when_a_read_was_cut_at_its_size_bound() -> None:
+    assert PollPace(1.0).after(result(read=1000, more=True), 0.0) == 0.0
+
+
+def test_pace_scales_with_the_interval_and_never_polls_faster_than_100ms() -> None:
+    slow = PollPace(60.0)
+    assert slow.after(result(read=1), 0.0) == 12.0
+    assert slow.hold == 120.0  # at least two idle intervals
+    fast = PollPace(0.2)
+    assert fast.after(result(read=1), 0.0) == pytest.approx(0.1)
+
+
+async def test_running_poller_speeds_up_after_an_event_and_slows_down_when_quiet() -> None:
+    rig = Rig()
+    stop = asyncio.Event()
+    task = asyncio.create_task(rig.poller.run(stop))
+    await wait_until(lambda: rig.clock.sleeping == [1.0], what="idle pace")
+    rig.server.emit("s3://b/x", at=at(5))
+    await rig.clock.advance(1.0)
+    await wait_until(lambda: rig.clock.sleeping == [pytest.approx(0.2)], what="active pace")
+    fast_polls = 0
+    while rig.clock.sleeping == [pytest.approx(0.2)] and fast_polls < 100:
+        await rig.clock.advance(0.2)
+        fast_polls += 1
+        await wait_until(lambda: bool(rig.clock.sleeping), what="a sleep")
+    assert rig.clock.sleeping == [pytest.approx(1.0)]
+    assert 49 <= fast_polls <= 51  # 10 s of quiet at the active pace, then idle again
+    stop.set()
+    await task
+
+
+async def test_idle_polls_settle_the_window_and_save_it() -> None:
+    # After a burst the checkpoint's window is re-read until the source's clock has passed
+    # it; from then on each poll reads from the checkpoint only, and the bound is persisted
+    # so a restart does not go back to re-reading the window.
+    rig = Rig()
+    for i in range(250):
+        rig.server.emit("s3://b/x", at=at(i * 0.01))
+    rig.server.clock = at(3)
+    await rig.poller.poll_once()
+    first = rig.store.status.source.checkpoint
+    assert first.settled_before is not None and first.timestamp is not None
+    assert first.settled_before < first.timestamp
+    rig.server.clock = at(30)
+    await rig.poller.poll_once()  # nothing new, but the window is now settled
+    saved = rig.store.status.source
+    assert saved.checkpoint.settled_before == saved.checkpoint.timestamp == at(2.49)
+    rig.server.requests.clear()
+    await rig.poller.poll_once()
+    assert [q.timestamp_gte for _, q in rig.server.requests] == [at(2.49)]
+    assert rig.publisher.ids == sorted(e.id for e in rig.server.rows)

@@ -39,6 +39,8 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Literal, Self
@@ -188,6 +190,8 @@ class Reply:
     status: int
     body: bytes = field(repr=False)
     content_type: str = ""
+    #: The ``Date`` header as an aware datetime, None when absent or not an HTTP date.
+    date: datetime | None = None
 
     @property
     def where(self) -> str:
@@ -215,6 +219,23 @@ class Reply:
         except BadResponse:
             return False
         return True
+
+
+def http_date(value: str | None) -> datetime | None:
+    """An HTTP ``Date`` header (RFC 9110 IMF-fixdate) as an aware UTC datetime, or None.
+
+    Anything else (missing, garbled, no zone) is None: the header only ever narrows a re-read,
+    so a server without a usable one costs requests, never events.
+    """
+    if not value or len(value) > 64:
+        return None
+    try:
+        parsed = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if parsed.tzinfo is None:
+        return None
+    return parsed.astimezone(UTC)
 
 
 def not_found(reply: Reply, what: str) -> AirflowError:
@@ -487,6 +508,7 @@ class AirflowHttp:
             status=response.status_code,
             body=b"".join(chunks),
             content_type=response.headers.get("content-type", ""),
+            date=http_date(response.headers.get("date")),
         )
 
     async def _backoff(self, target: str, reason: str, attempt: int) -> None:

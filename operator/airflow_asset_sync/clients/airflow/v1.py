@@ -12,6 +12,7 @@ sends exactly ``limit``, ``offset``, ``order_by`` and, when filtering, ``dataset
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Literal
 from urllib.parse import quote
 
@@ -61,7 +62,8 @@ class AirflowV1Client(ClientBase):
             params["dataset_id"] = await self.dataset_id(query.asset_uri)
         reply = await self._http.request("GET", EVENTS_PATH, params=params)
         page = parse_event_page(reply.json(), schema="v1", where=reply.where)
-        return check_page_size(page, limit=query.limit, where=reply.where)
+        page = check_page_size(page, limit=query.limit, where=reply.where)
+        return replace(page, server_time=reply.date)
 
     async def post_event(self, uri: str, extra: dict[str, Any]) -> PostedEvent:
         """``POST /api/v1/datasets/events`` -> 200. 2.x always adds ``from_rest_api: true``.

@@ -15,6 +15,7 @@ deployed in the target any minute).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Literal
 
 from airflow_asset_sync.clients.airflow.base import (
@@ -64,7 +65,8 @@ class AirflowV2Client(ClientBase):
             params["asset_id"] = await self.asset_id(query.asset_uri)
         reply = await self._http.request("GET", EVENTS_PATH, params=params)
         page = parse_event_page(reply.json(), schema="v2", where=reply.where)
-        return check_page_size(page, limit=query.limit, where=reply.where)
+        page = check_page_size(page, limit=query.limit, where=reply.where)
+        return replace(page, server_time=reply.date)
 
     async def post_event(self, uri: str, extra: dict[str, Any]) -> PostedEvent:
         """``POST /api/v2/assets/events {asset_id, extra}`` -> 200.
