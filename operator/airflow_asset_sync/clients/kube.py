@@ -138,17 +138,38 @@ def _json(response: Any) -> Manifest:
     return data
 
 
+class _LazyApis:
+    """The client's API groups, each built on first use.
+
+    Why lazily: the kubernetes package imports an API module when its class is first looked
+    up, and ``core_v1_api`` alone is 4.5 MB of source. Building all four up front cost a
+    worker pod, which only ever reads and patches its AirflowAssetSync, ~90 MiB of RSS
+    (measured: 67 -> 157 MiB with bytecode compiled on import).
+    """
+
+    _CLASSES = {
+        "core": "CoreV1Api",
+        "rbac": "RbacAuthorizationV1Api",
+        "apps": "AppsV1Api",
+        "custom": "CustomObjectsApi",
+    }
+
+    def __init__(self, api_client: Any) -> None:
+        self._api_client = api_client
+        self._built: dict[str, Any] = {}
+
+    def __getitem__(self, group: str) -> Any:
+        if group not in self._built:
+            self._built[group] = getattr(k8s, self._CLASSES[group])(self._api_client)
+        return self._built[group]
+
+
 class KubeClient:
     """`KubeApi` over the official `kubernetes` client, returning plain dicts."""
 
     def __init__(self, api_client: Any, *, field_manager: str = OPERATOR_FIELD_MANAGER) -> None:
         self._field_manager = field_manager
-        self._apis: dict[str, Any] = {
-            "core": k8s.CoreV1Api(api_client),
-            "rbac": k8s.RbacAuthorizationV1Api(api_client),
-            "apps": k8s.AppsV1Api(api_client),
-            "custom": k8s.CustomObjectsApi(api_client),
-        }
+        self._apis = _LazyApis(api_client)
 
     @classmethod
     def from_environment(cls, *, field_manager: str = OPERATOR_FIELD_MANAGER) -> KubeClient:
