@@ -28,6 +28,12 @@ class StatusModel(BaseModel):
     def to_patch(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
+    def to_merge_patch(self) -> dict[str, Any]:
+        """Every field, a None one as ``null``: in a JSON merge patch an absent key leaves the
+        stored value alone, and only ``null`` deletes it. Without the nulls a cleared field
+        (``lastError`` after a recovery) stayed in the object's status for good."""
+        return self.model_dump(mode="json", by_alias=True)
+
 
 class Checkpoint(StatusModel):
     """Where the poller resumes.

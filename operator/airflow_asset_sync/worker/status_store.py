@@ -47,7 +47,9 @@ class StatusOffsetStore:
         return status
 
     async def save_source(self, source: SourceStatus) -> None:
-        await self._patch({"source": source.to_patch()})
+        # `source` is an object, so the patch merges into it: cleared fields must be sent as
+        # null. (`targets` is a list, which a merge patch replaces whole.)
+        await self._patch({"source": source.to_merge_patch()})
 
     async def save_target(self, target: TargetStatus) -> None:
         self._targets[target.name] = target

@@ -1,0 +1,62 @@
+"""The worker's `StatusOffsetStore` against the real API server's status subresource."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from airflow_asset_sync.api.spec import ObjectRef
+from airflow_asset_sync.api.status import Checkpoint, SourceStatus, TargetStatus
+from airflow_asset_sync.worker.status_store import StatusOffsetStore
+from operator_cases import live
+from rig.kube import KubeRig
+
+T = datetime(2026, 11, 25, 3, 0, tzinfo=UTC)
+
+
+async def test_cleared_fields_leave_the_status_and_the_operators_keys_stay(
+    sync_crd: KubeRig,
+) -> None:
+    # The soak found `status.source.lastError` still set long after the source recovered:
+    # saves were merge patches without the cleared keys, which a merge patch leaves alone.
+    kube = sync_crd
+    namespace = live.create_namespace(kube, "status-store")
+    live.apply(kube, live.sync_manifest("s"), namespace=namespace)
+    kube.kubectl(
+        "patch", "airflowassetsync", "s", "-n", namespace, "--subresource=status",
+        "--type=merge", "-p", '{"status": {"observedGeneration": 1}}',
+    )  # fmt: skip
+    store = StatusOffsetStore(
+        live.kube_client_for(kube.kubeconfig), ObjectRef(namespace=namespace, name="s")
+    )
+    failing = SourceStatus(
+        checkpoint=Checkpoint(timestamp=T, seen_ids=[7], settled_before=T, initialized=True),
+        last_error="Unavailable: GET /api/v2/assets/events: ReadError",
+        events_published=5,
+    )
+    await store.save_source(failing)
+    await store.save_target(TargetStatus(name="b", last_error="boom", events_replayed=5))
+    stored = live.get(kube, "airflowassetsync", "s", namespace)
+    assert stored is not None
+    assert stored["status"]["source"]["lastError"].startswith("Unavailable")
+
+    recovered = failing.model_copy(
+        update={
+            "last_error": None,
+            "events_published": 6,
+            "checkpoint": Checkpoint(timestamp=T, seen_ids=[7, 8], initialized=True),
+        }
+    )
+    await store.save_source(recovered)
+    await store.save_target(TargetStatus(name="b", events_replayed=6))
+    status = (live.get(kube, "airflowassetsync", "s", namespace) or {})["status"]
+    assert "lastError" not in status["source"]
+    assert "settledBefore" not in status["source"]["checkpoint"]
+    assert status["source"]["eventsPublished"] == 6
+    assert status["source"]["checkpoint"]["seenIds"] == [7, 8]
+    (target,) = status["targets"]
+    assert "lastError" not in target
+    assert target["eventsReplayed"] == 6
+    assert status["observedGeneration"] == 1  # the operator's key, untouched
+    loaded = await store.load()
+    assert loaded.source.last_error is None
+    assert loaded.source.events_published == 6
