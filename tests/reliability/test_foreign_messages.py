@@ -22,10 +22,19 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from reliability_cases.stream import EventStream, Verdict, await_verdict, delivery, note, source_ids
+from operator_cases import live
+from reliability_cases.stream import (
+    EventStream,
+    Verdict,
+    await_verdict,
+    delivery,
+    kafka_sync,
+    note,
+    source_ids,
+)
 from rig.airflow import AirflowInstance, AssetPool
 from rig.kafka import KafkaBroker
-from rig.sync import SyncProcess, sync_manifests
+from rig.sync import SyncProcess
 
 pytestmark = [pytest.mark.rig, pytest.mark.slow]
 
@@ -82,14 +91,6 @@ def _write_garbage(bootstrap: str, topic: str, rounds: int = 1) -> int:
     return asyncio.run(produce())
 
 
-def _wait(condition: Any, what: str, timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
-
-
 def test_foreign_messages_mid_stream_are_skipped_counted_and_the_stream_goes_on(
     airflow3: AirflowInstance,
     airflow3b: AirflowInstance,
@@ -101,14 +102,7 @@ def test_foreign_messages_mid_stream_are_skipped_counted_and_the_stream_goes_on(
     started = time.monotonic()
     uris = assets.take(2)
     proc: SyncProcess = sync_runner(
-        sync_manifests(
-            "foreign",
-            airflow3,
-            [("t", airflow3b)],
-            include=uris,
-            kafka=kafka.bootstrap,
-            topic=kafka_topic,
-        )
+        kafka_sync("foreign", airflow3, airflow3b, uris, kafka, kafka_topic)
     )
 
     def foreign() -> float:
@@ -117,7 +111,9 @@ def test_foreign_messages_mid_stream_are_skipped_counted_and_the_stream_goes_on(
     stream = EventStream(airflow3, uris, total=EVENTS, rate=20.0, label="foreign").start()
     stream.wait_for(EVENTS // 4)
     first = _write_garbage(kafka.bootstrap, kafka_topic, rounds=2)
-    _wait(lambda: foreign() >= first, f"{first} foreign messages skipped")
+    live.wait_for(
+        lambda: foreign() >= first, what=f"{first} foreign messages skipped", timeout_s=120
+    )
     assert foreign() == first
 
     # A graceful restart: the new process reads the topic's tail, garbage and all.
@@ -129,7 +125,9 @@ def test_foreign_messages_mid_stream_are_skipped_counted_and_the_stream_goes_on(
 
     stream.wait_for(EVENTS * 3 // 4)
     second = _write_garbage(kafka.bootstrap, kafka_topic, rounds=1)
-    _wait(lambda: foreign() >= second, f"{second} more foreign messages skipped")
+    live.wait_for(
+        lambda: foreign() >= second, what=f"{second} more foreign messages skipped", timeout_s=120
+    )
     stream.join()
 
     verdict = await_verdict(airflow3, airflow3b, uris, airflow3.url, timeout_s=180)

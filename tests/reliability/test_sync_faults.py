@@ -27,7 +27,15 @@ from typing import Any
 import httpx
 import pytest
 
-from reliability_cases.stream import EventStream, Verdict, await_verdict, delivery, note, source_ids
+from reliability_cases.stream import (
+    EventStream,
+    Verdict,
+    await_verdict,
+    delivery,
+    kafka_sync,
+    note,
+    source_ids,
+)
 from rig.airflow import AirflowInstance, AssetPool
 from rig.faultproxy import FaultProxy
 from rig.kafka import KafkaBroker
@@ -184,14 +192,7 @@ def test_kafka_broker_down_60s_mid_stream_loses_and_duplicates_nothing(
     started = time.monotonic()
     uris = assets.take(4)
     proc: SyncProcess = sync_runner(
-        sync_manifests(
-            "broker",
-            airflow3,
-            [("t", airflow3b)],
-            include=uris,
-            kafka=kafka.bootstrap,
-            topic=kafka_topic,
-        )
+        kafka_sync("broker", airflow3, airflow3b, uris, kafka, kafka_topic)
     )
     stream = EventStream(airflow3, uris, total=EVENTS, rate=30.0, label="broker").start()
     stream.wait_for(EVENTS // 20)
@@ -237,14 +238,7 @@ def test_target_api_down_2min_mid_stream_loses_and_duplicates_nothing(
     started = time.monotonic()
     uris = assets.take(4)
     proc: SyncProcess = sync_runner(
-        sync_manifests(
-            "target",
-            airflow3,
-            [("t", airflow3b)],
-            include=uris,
-            kafka=kafka.bootstrap,
-            topic=kafka_topic,
-        )
+        kafka_sync("target", airflow3, airflow3b, uris, kafka, kafka_topic)
     )
     stream = EventStream(airflow3, uris, total=EVENTS, rate=40.0, label="target").start()
     stream.wait_for(EVENTS // 10)
@@ -295,14 +289,7 @@ def test_source_failing_20_percent_of_requests_loses_and_duplicates_nothing(
     uris = assets.take(4)
     port = int(airflow3.url.rsplit(":", 1)[1])
     with FaultProxy(port, fault_rate=0.2, seed=4) as proxy:
-        docs = sync_manifests(
-            "flaky",
-            airflow3,
-            [("t", airflow3b)],
-            include=uris,
-            kafka=kafka.bootstrap,
-            topic=kafka_topic,
-        )
+        docs = kafka_sync("flaky", airflow3, airflow3b, uris, kafka, kafka_topic)
         sync = docs[-1]["spec"]
         sync["source"]["url"] = proxy.url
         sync["source"]["instanceId"] = airflow3.url  # markers name the source, not the proxy

@@ -25,7 +25,8 @@ from typing import Any
 import httpx
 
 from rig.airflow import AirflowInstance
-from rig.sync import MARKER
+from rig.kafka import KafkaBroker
+from rig.sync import MARKER, sync_manifests
 
 
 class EventStream:
@@ -251,3 +252,17 @@ def recent(
                 if len(rows) < 100:
                     break
     return out
+
+
+def kafka_sync(
+    name: str,
+    source: AirflowInstance,
+    target: AirflowInstance,
+    uris: Sequence[str],
+    kafka: KafkaBroker,
+    topic: str,
+) -> list[dict[str, Any]]:
+    """The suite's usual sync: `source` -> one target "t", only `uris`, through Kafka."""
+    return sync_manifests(
+        name, source, [("t", target)], include=uris, kafka=kafka.bootstrap, topic=topic
+    )

@@ -241,11 +241,11 @@ class V2Cursor:
                     more = done = True
                     break
                 if rows < limit:
-                    wave = 0  # the server caps pages below ours: one at a time from here
-                    break
+                    break  # the server caps pages below ours: the rest of the wave is off
             if done:
                 break
-            wave = self._wave(pages[-1].total_entries, offset, unseen) if wave else 1
+            # After a short page, one at a time; after full ones, a wave of what is left.
+            wave = self._wave(page.total_entries, offset, unseen) if rows == limit else 1
         events, reread = _select(collected, checkpoint, lower)
         return Batch(
             events=events,
@@ -536,9 +536,8 @@ def _settled(
     if batch.server_time is None or batch.invalid:
         return settled
     candidate = min(timestamp, batch.server_time - overlap - SKEW)
-    pending = batch.events[len(handled) :]
-    if pending:
-        candidate = min(candidate, min(e.timestamp for e in pending))
+    if len(batch.events) > len(handled):  # the first event not handled (events ascend)
+        candidate = min(candidate, batch.events[len(handled)].timestamp)
     return candidate if settled is None else max(settled, candidate)
 
 

@@ -52,7 +52,7 @@ from datetime import datetime, timedelta
 
 from airflow_asset_sync.api.events import MARKER_KEY, Envelope, SourceEvent
 from airflow_asset_sync.api.spec import StartFrom
-from airflow_asset_sync.api.status import SourceStatus
+from airflow_asset_sync.api.status import Checkpoint, SourceStatus
 from airflow_asset_sync.clients.airflow.base import BadResponse
 from airflow_asset_sync.worker.backoff import BackoffPolicy
 from airflow_asset_sync.worker.clock import Clock, sleep_or_stop
@@ -119,7 +119,7 @@ class PollPace:
 
     def __init__(self, interval: float) -> None:
         self.interval = interval
-        self.active_interval = max(0.1, interval / ACTIVE_SPEEDUP) if interval > 0 else 0.0
+        self.active_interval = min(interval, max(0.1, interval / ACTIVE_SPEEDUP))
         self.hold = max(ACTIVE_HOLD_S, 2 * interval)
         self._active_until = float("-inf")
 
@@ -129,7 +129,7 @@ class PollPace:
         if result.more:
             return 0.0
         if now < self._active_until:
-            return min(self.active_interval, self.interval)
+            return self.active_interval
         return self.interval
 
 
@@ -291,21 +291,19 @@ class Poller:
             filtered += counts["filtered"]
             looped += counts["looped"]
             already += counts["already"]
-            checkpoint = next_checkpoint(
-                previous, batch=batch, handled=candidates[: index + 1], overlap=self._overlap
+            await self._advance(
+                next_checkpoint(
+                    previous, batch=batch, handled=candidates[: index + 1], overlap=self._overlap
+                )
             )
-            if checkpoint != self.status.checkpoint:
-                self.status.checkpoint = checkpoint
-                await self._store.save_source(self.status)
             chunk = []
             counts = dict.fromkeys(counts, 0)
             start = index + 1
         if not candidates:
             # Nothing to hand on, but the read may still settle part of the window.
-            checkpoint = next_checkpoint(previous, batch=batch, handled=[], overlap=self._overlap)
-            if checkpoint != self.status.checkpoint:
-                self.status.checkpoint = checkpoint
-                await self._store.save_source(self.status)
+            await self._advance(
+                next_checkpoint(previous, batch=batch, handled=[], overlap=self._overlap)
+            )
         now = self._clock.now()
         self.status.last_poll_time = now
         self.status.last_error = None
@@ -322,6 +320,12 @@ class Poller:
             held=held,
             more=batch.more and held == 0,
         )
+
+    async def _advance(self, checkpoint: Checkpoint) -> None:
+        """Save `checkpoint` if it differs from the one saved last."""
+        if checkpoint != self.status.checkpoint:
+            self.status.checkpoint = checkpoint
+            await self._store.save_source(self.status)
 
     def _count(
         self,
