@@ -14,6 +14,7 @@ demo: venv
 
 ## test: linters, then the whole test suite against the real rig (provisioned and cached).
 test: venv
+	@scripts/timed host-setup scripts/host-setup
 	@scripts/timed lint $(MAKE) --no-print-directory lint
 	@scripts/timed provision $(PY) -m rig.provision
 	@scripts/timed pytest $(PY) -m pytest -p no:cacheprovider --durations=15 $(PYTEST_ARGS)

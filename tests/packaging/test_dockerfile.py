@@ -34,22 +34,34 @@ class Stage:
 
 
 def stages() -> list[Stage]:
+    """The Dockerfile's stages, with global ARG defaults substituted into FROM lines."""
     text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
     out: list[Stage] = []
+    defaults: dict[str, str] = {}
     for raw in text.splitlines():
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
         keyword, _, args = line.partition(" ")
         keyword = keyword.upper()
-        if keyword == "FROM":
-            parts = args.split()
+        if keyword == "ARG" and not out:
+            arg, _, default = args.partition("=")
+            defaults[arg.strip()] = default.strip()
+        elif keyword == "FROM":
+            parts = re.sub(r"\$\{(\w+)\}", lambda m: defaults[m.group(1)], args).split()
             name = parts[2] if len(parts) == 3 and parts[1].upper() == "AS" else None
             out.append(Stage(base=parts[0], name=name))
         else:
             assert out, f"{keyword} before the first FROM"
             out[-1].instructions.append((keyword, args.strip()))
     return out
+
+
+def global_args() -> dict[str, str]:
+    text = DOCKERFILE.read_text().split("\nFROM ", 1)[0]
+    return dict(
+        (m.group(1), m.group(2)) for m in re.finditer(r"^ARG (\w+)=(\S+)$", text, re.MULTILINE)
+    )
 
 
 def test_hadolint_passes() -> None:
@@ -79,7 +91,10 @@ def test_hadolint_does_find_problems() -> None:
         assert rule in result.stdout, result.stdout
 
 
-def test_two_stages_on_python_311_slim() -> None:
+def test_two_stages_on_python_311_slim_by_default() -> None:
+    """The base is a build argument (a mirror, or the rig's debootstrap image), and the
+    official image unless one is given."""
+    assert global_args() == {"BASE": "python:3.11-slim"}
     build, final = stages()
     assert build.base == final.base == "python:3.11-slim"
     assert build.name is not None
@@ -89,7 +104,12 @@ def test_two_stages_on_python_311_slim() -> None:
 def test_final_stage_holds_only_the_virtualenv() -> None:
     build, final = stages()
     copies = final.all("COPY")
-    assert copies == [f"--from={build.name} /opt/venv /opt/venv"]
+    # The virtualenv, and the passwd/group files with the runtime user's entry (kopf's
+    # peering id calls getpass.getuser(), which needs one).
+    assert copies == [
+        f"--from={build.name} /opt/venv /opt/venv",
+        f"--from={build.name} /etc/passwd /etc/group /etc/",
+    ]
     assert not final.all("ADD")
     # No package manager, compiler or pip run in the final stage: nothing to install there.
     assert not final.all("RUN")
@@ -102,6 +122,7 @@ def test_build_stage_installs_the_lock_then_the_wheel_from_binaries() -> None:
     assert "--no-deps --only-binary=:all:" in runs
     assert "pip wheel --no-deps" in runs
     assert "apt-get" not in runs  # no compilers anywhere
+    assert "useradd --system --uid 65532 --gid 65532" in runs
     copied = [c.split()[0] for c in build.all("COPY")]
     assert copied[0] == "requirements/runtime.lock"
     assert "operator/" in copied

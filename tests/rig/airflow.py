@@ -29,6 +29,7 @@ import httpx
 import pytest
 
 from rig.cache import CACHE, cached_in_place, log, phase
+from rig.kafka import POD_GATEWAY
 from rig.procs import Server, free_port
 from rig.tools import uv_venv
 
@@ -104,6 +105,12 @@ class AirflowInstance:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pods_url(self) -> str:
+        """The same API as pods of the rig's cluster reach it (the pod gateway, DNATed to
+        loopback by rig.cluster)."""
+        return f"http://{POD_GATEWAY}:{self.port}"
 
     @property
     def username(self) -> str:

@@ -1,4 +1,4 @@
-"""Build the rig's Go binaries (kube-apiserver, kubectl, etcd, helm) from the Go module proxy.
+"""Build the rig's Go binaries (Kubernetes, etcd, helm, CoreDNS) from the Go module proxy.
 
 Each binary comes from a wrapper module under `tests/rig/gomod/` that pins its version
 (k8s.io/kubernetes cannot be `go install`ed: its go.mod replaces staging modules with local
@@ -17,6 +17,11 @@ from rig.cache import CACHE, ROOT, cached
 K8S_VERSION = "v1.34.4"
 ETCD_VERSION = "v3.6.16"
 HELM_VERSION = "v3.21.4"
+COREDNS_VERSION = "v1.14.7"
+
+#: What a node and its controllers need beyond the API server: built on demand (only the
+#: real-cluster tests use them), from the same wrapper module and version as kube-apiserver.
+K8S_NODE_COMMANDS = ("kubelet", "kube-controller-manager", "kube-scheduler", "kube-proxy")
 
 GOMOD = ROOT / "tests" / "rig" / "gomod"
 
@@ -85,6 +90,44 @@ def helm() -> Path:
         ),
         name=f"helm {HELM_VERSION}",
     )
+
+
+def kubernetes_node() -> Path:
+    """kubelet, kube-controller-manager, kube-scheduler and kube-proxy, same version as the API."""
+    return cached(
+        CACHE / "bin" / f"k8s-node-{K8S_VERSION}",
+        lambda tmp: _go_build(
+            "kubernetes",
+            tmp,
+            [f"k8s.io/kubernetes/cmd/{cmd}" for cmd in K8S_NODE_COMMANDS],
+            _k8s_ldflags(),
+        ),
+        name=f"kubelet+controllers+proxy {K8S_VERSION}",
+    )
+
+
+def coredns() -> Path:
+    """The cluster DNS (CoreDNS is a plain Go module; its main package is the module root)."""
+    return cached(
+        CACHE / "bin" / f"coredns-{COREDNS_VERSION}",
+        lambda tmp: _go_build(
+            "coredns",
+            tmp,
+            ["github.com/coredns/coredns"],
+            f"-X github.com/coredns/coredns/coremain.GitCommit={COREDNS_VERSION}",
+        ),
+        name=f"coredns {COREDNS_VERSION}",
+    )
+
+
+def kube_node_bin(command: str) -> Path:
+    if command not in K8S_NODE_COMMANDS:
+        raise ValueError(f"{command!r} is not one of {K8S_NODE_COMMANDS}")
+    return kubernetes_node() / command
+
+
+def coredns_bin() -> Path:
+    return coredns() / "coredns"
 
 
 def kube_apiserver_bin() -> Path:

@@ -36,6 +36,10 @@ from aiokafka.admin import AIOKafkaAdminClient
 from rig.cache import CACHE, cached, log, phase
 from rig.procs import Server, free_port, port_open
 
+#: The pod network's gateway in the rig's cluster (rig.cluster.GATEWAY; not imported from
+#: there, so that a run without the cluster never imports its module).
+POD_GATEWAY = "10.244.0.1"
+
 POM = Path(__file__).resolve().parent / "kafka" / "pom.xml"
 
 #: JVM heap for the broker: enough for the rig's handful of small topics, small enough that
@@ -160,6 +164,7 @@ class KafkaBroker:
         self.workdir = workdir
         self.home = home  # what provision() returned: the classpath is home/libs/*
         self.port = free_port()
+        self.pods_port = free_port()
         self.controller_port = free_port()
         self.log_dir = workdir / "kafka-logs"
         self.config = workdir / "server.properties"
@@ -171,6 +176,11 @@ class KafkaBroker:
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def pods_bootstrap(self) -> str:
+        """The bootstrap address for clients in pods of the rig's cluster."""
+        return f"{POD_GATEWAY}:{self.pods_port}"
 
     @property
     def running(self) -> bool:
@@ -197,12 +207,18 @@ class KafkaBroker:
                 "process.roles=broker,controller",
                 "node.id=1",
                 f"controller.quorum.voters=1@127.0.0.1:{self.controller_port}",
+                # PODS: the same broker as pods of the rig's cluster see it. It listens on
+                # loopback too; pods reach it at the pod bridge's gateway, which the
+                # cluster rig DNATs to loopback (rig.cluster), so that is what it advertises.
                 f"listeners=PLAINTEXT://127.0.0.1:{self.port},"
+                f"PODS://127.0.0.1:{self.pods_port},"
                 f"CONTROLLER://127.0.0.1:{self.controller_port}",
-                f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+                f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port},"
+                f"PODS://{POD_GATEWAY}:{self.pods_port}",
                 "inter.broker.listener.name=PLAINTEXT",
                 "controller.listener.names=CONTROLLER",
-                "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+                "listener.security.protocol.map="
+                "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,PODS:PLAINTEXT",
                 f"log.dirs={self.log_dir}",
                 "num.partitions=1",
                 "offsets.topic.replication.factor=1",

@@ -69,13 +69,14 @@ class KubeRig:
             certs.mkdir(exist_ok=True)
             self.ca.write(certs / "ca.crt", certs / "ca.key")
             server_cert, server_key = self.ca.issue(
-                "kube-apiserver", groups=[], server_names=["localhost", "127.0.0.1"]
+                "kube-apiserver", groups=[], server_names=self.apiserver_server_names()
             )
             (certs / "apiserver.crt").write_bytes(server_cert)
             (certs / "apiserver.key").write_bytes(server_key)
             sa_pub, sa_key = pki.rsa_keypair()
             (certs / "sa.pub").write_bytes(sa_pub)
             (certs / "sa.key").write_bytes(sa_key)
+            self.extra_certs(certs)
 
             self.etcd = Server(
                 "etcd",
@@ -96,25 +97,7 @@ class KubeRig:
             self.etcd.wait_ready(self._etcd_healthy, timeout_s=60, what="healthy")
             self.apiserver = Server(
                 "kube-apiserver",
-                [
-                    str(apiserver_bin),
-                    f"--etcd-servers=http://127.0.0.1:{self.etcd_port}",
-                    f"--secure-port={self.port}",
-                    "--bind-address=127.0.0.1",
-                    "--advertise-address=127.0.0.1",
-                    f"--cert-dir={certs}",
-                    f"--tls-cert-file={certs / 'apiserver.crt'}",
-                    f"--tls-private-key-file={certs / 'apiserver.key'}",
-                    f"--client-ca-file={certs / 'ca.crt'}",
-                    "--service-cluster-ip-range=10.0.0.0/24",
-                    "--allow-privileged=true",
-                    "--disable-admission-plugins=ServiceAccount",
-                    "--authorization-mode=RBAC",
-                    f"--service-account-issuer=https://127.0.0.1:{self.port}/",
-                    f"--service-account-key-file={certs / 'sa.pub'}",
-                    f"--service-account-signing-key-file={certs / 'sa.key'}",
-                    "--v=1",
-                ],
+                [str(apiserver_bin), *self.apiserver_args(certs)],
                 log_path=self.workdir / "kube-apiserver.log",
             )
             self.apiserver.start()
@@ -123,6 +106,34 @@ class KubeRig:
                 self._api_ready, timeout_s=120, what="serving namespace default"
             )
         log(f"kube-apiserver {self.server} kubeconfig={self.kubeconfig}")
+
+    def apiserver_server_names(self) -> list[str]:
+        return ["localhost", "127.0.0.1"]
+
+    def extra_certs(self, certs: Path) -> None:
+        """Certificates a subclass needs beside the API server's own (none here)."""
+
+    def apiserver_args(self, certs: Path) -> list[str]:
+        """envtest's API server: RBAC only, and no ServiceAccount admission (no token
+        controller runs here)."""
+        return [
+            f"--etcd-servers=http://127.0.0.1:{self.etcd_port}",
+            f"--secure-port={self.port}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            f"--cert-dir={certs}",
+            f"--tls-cert-file={certs / 'apiserver.crt'}",
+            f"--tls-private-key-file={certs / 'apiserver.key'}",
+            f"--client-ca-file={certs / 'ca.crt'}",
+            "--service-cluster-ip-range=10.0.0.0/24",
+            "--allow-privileged=true",
+            "--disable-admission-plugins=ServiceAccount",
+            "--authorization-mode=RBAC",
+            f"--service-account-issuer=https://127.0.0.1:{self.port}/",
+            f"--service-account-key-file={certs / 'sa.pub'}",
+            f"--service-account-signing-key-file={certs / 'sa.key'}",
+            "--v=1",
+        ]
 
     def stop(self) -> None:
         for server in (self.apiserver, self.etcd):

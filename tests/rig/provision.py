@@ -1,6 +1,6 @@
 """Provision every rig component into the cache, printing how long each step took.
 
-    python -m rig.provision [kube] [kafka] [airflow] [helm]     (default: all)
+    python -m rig.provision [kube] [kafka] [airflow] [helm] [cluster]     (default: all)
 
 The test fixtures provision lazily too; running this first makes the cold cost visible as
 separate phases (CI prints them) instead of hiding it inside the first test that needs it.
@@ -12,7 +12,7 @@ import argparse
 import time
 from collections.abc import Callable
 
-from rig import airflow, gobuild, kafka
+from rig import airflow, cluster, gobuild, kafka
 from rig.cache import CACHE, log, phase
 from rig.tools import uv_bin
 
@@ -21,6 +21,8 @@ STEPS: dict[str, Callable[[], object]] = {
     "helm": gobuild.helm,
     "kafka": kafka.provision,
     "airflow": lambda: (airflow.venv(airflow.AIRFLOW2), airflow.venv(airflow.AIRFLOW3)),
+    # kubelet, controllers, kube-proxy, CoreDNS, the pause/base/project images
+    "cluster": cluster.provision,
 }
 
 
