@@ -5,8 +5,6 @@ produces, so the mapping follows the operator's condition semantics, not a copy 
 
 from __future__ import annotations
 
-import json
-import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,43 +15,12 @@ import yaml
 from airflow_asset_sync.api import spec as api
 from airflow_asset_sync.controller import conditions
 from airflow_asset_sync.controller.conditions import Observed, Problem, Reason, WorkerPhase
-from packaging_cases import chart, tools
+from packaging_cases import chart
+from packaging_cases.argocd import HEALTH_KEY, HEALTH_LUA, run_health
 from packaging_cases.tools import CHART
 from rig.cache import ROOT
 
 GITOPS = ROOT / "deploy" / "gitops"
-HEALTH_LUA = GITOPS / "argocd" / "health.lua"
-HEALTH_KEY = f"resource.customizations.health.{api.GROUP}_{api.KIND}"
-
-_RUN_LUA = r"""
-import json, sys
-from lupa import lua51
-
-request = json.load(sys.stdin)
-results = []
-for obj in request["objects"]:
-    lua = lua51.LuaRuntime(unpack_returned_tuples=True)
-    lua.globals().obj = lua.table_from(obj, recursive=True)
-    hs = lua.execute(request["script"])
-    results.append({"status": hs["status"], "message": hs["message"]})
-json.dump(results, sys.stdout)
-"""
-
-
-def run_health(objects: list[dict[str, Any]]) -> list[dict[str, str]]:
-    result = subprocess.run(
-        [str(tools.linters_python()), "-c", _RUN_LUA],
-        input=json.dumps({"script": HEALTH_LUA.read_text(), "objects": objects}),
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    out: list[dict[str, str]] = json.loads(result.stdout)
-    return out
-
-
 NOW = datetime(2025, 1, 1, tzinfo=UTC)
 
 

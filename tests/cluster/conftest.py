@@ -1,0 +1,40 @@
+"""The chart, installed with `helm install` into the real cluster, from the image the
+project's Dockerfile builds, in a namespace that enforces the `restricted` Pod Security level."""
+
+from __future__ import annotations
+
+import pytest
+
+from cluster_cases import pods
+from cluster_cases.pods import OPERATOR_NS, OPERATOR_SELECTOR, restricted_namespace
+from packaging_cases import chart
+from packaging_cases.release import Release
+from packaging_cases.tools import CHART
+from rig.cluster import ClusterRig
+
+
+@pytest.fixture(scope="session")
+def operator_release(cluster: ClusterRig) -> Release:
+    """`helm install` as the README says, with the locally built image (never pulled)."""
+    restricted_namespace(cluster, OPERATOR_NS)
+    repository, tag = cluster.project_image.rsplit(":", 1)
+    chart.helm(
+        "install",
+        "aas",
+        str(CHART),
+        "--namespace",
+        OPERATOR_NS,
+        "--set",
+        f"image.repository={repository}",
+        "--set",
+        f"image.tag={tag}",
+        "--set",
+        "image.pullPolicy=Never",
+        "--wait",
+        "--timeout=240s",
+        kubeconfig=cluster.kubeconfig,
+        timeout_s=300,
+    )
+    release = Release(kube=cluster, name="aas", namespace=OPERATOR_NS)
+    pods.one_ready_pod(cluster, OPERATOR_NS, OPERATOR_SELECTOR)
+    return release
