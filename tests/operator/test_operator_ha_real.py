@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from airflow_asset_sync.controller.peering import PeeringGate
 from airflow_asset_sync.resources import naming
 from operator_cases import live
 from operator_cases.live import get, wait_for
@@ -81,6 +82,19 @@ def test_only_one_of_two_peers_acts_and_the_other_takes_over(
     assert PAUSED not in high.log()
     peers = live.get_any(kube, "clusterkopfpeering", PEERING).get("status") or {}
     assert sorted(p["priority"] for p in peers.values()) == [100, 200]
+    # The resync thread (not a kopf handler, so not paused by kopf) stands by on the same
+    # rule, read from the same object through the operator's own client.
+    client = live.kube_client_for(kube.kubeconfig)
+
+    def gate(priority: int) -> PeeringGate:
+        return PeeringGate(
+            read=lambda ns: client.get_peering(namespace=ns, name=PEERING),
+            namespaces=[None],
+            priority=priority,
+        )
+
+    assert gate(100)() is False
+    assert gate(200)() is True
 
     live.apply(kube, live.sync_manifest("one"), namespace=NS)
     wait_for(

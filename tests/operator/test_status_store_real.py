@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
+
+import pytest
 
 from airflow_asset_sync.api.spec import ObjectRef
 from airflow_asset_sync.api.status import Checkpoint, SourceStatus, TargetStatus
+from airflow_asset_sync.clients.kube import KubeError
 from airflow_asset_sync.worker.status_store import StatusOffsetStore
 from operator_cases import live
 from rig.kube import KubeRig
@@ -60,3 +64,12 @@ async def test_cleared_fields_leave_the_status_and_the_operators_keys_stay(
     loaded = await store.load()
     assert loaded.source.last_error is None
     assert loaded.source.events_published == 6
+
+    # The sync deleted under a running worker (what the garbage collector does when a sync is
+    # deleted): the save fails at once with the 404 the worker's stop treats as expected,
+    # not after a retry loop.
+    kube.kubectl("delete", "airflowassetsync", "s", "-n", namespace, "--timeout=15s")
+    with pytest.raises(KubeError) as refused:
+        await asyncio.wait_for(store.save_target(TargetStatus(name="b")), timeout=10)
+    assert refused.value.status == 404
+    assert not refused.value.retriable

@@ -147,7 +147,8 @@ def assert_reconciles_to_ready(
         return obj
 
     obj = wait_for(reconciled, what=f"status conditions on {ns}/{name}", timeout_s=60)
-    assert f"{api.GROUP}/cleanup" in obj["metadata"].get("finalizers", [])
+    # No finalizer: the garbage collector deletes the children through owner references.
+    assert not obj["metadata"].get("finalizers")
 
     live.act_as_deployment_controller(kube, ns, worker, ready=True)
 
@@ -162,9 +163,17 @@ def assert_reconciles_to_ready(
 
 
 def delete_sync(kube: KubeRig, ns: str, name: str) -> None:
-    """Deleted while the operator runs: it removes the children and its finalizer."""
+    """Deleted at once (no finalizer); the worker Deployment is owned by it, so a cluster's
+    garbage collector removes it (this API server has none: the reference is what counts)."""
+    obj = get(kube, api.PLURAL, name, ns)
+    assert obj is not None
+    uid = obj["metadata"]["uid"]
     kube.kubectl("delete", api.PLURAL, name, "-n", ns, "--timeout=60s")
-    assert get(kube, "deployment", naming.worker_name(name), ns) is None
+    assert get(kube, api.PLURAL, name, ns) is None
+    worker = get(kube, "deployment", naming.worker_name(name), ns)
+    assert worker is not None
+    (owner,) = worker["metadata"]["ownerReferences"]
+    assert owner["uid"] == uid and owner["blockOwnerDeletion"] is True
 
 
 def leave_no_finalizers(kube: KubeRig, ns: str) -> None:

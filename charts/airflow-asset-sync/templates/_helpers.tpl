@@ -121,6 +121,9 @@ operator only uses KopfPeering objects in its namespaces. */}}
 - apiGroups: ["", events.k8s.io]
   resources: [events]
   verbs: [create]
+- apiGroups: [coordination.k8s.io]
+  resources: [leases]
+  verbs: [get, create, update]
 {{- end -}}
 
 {{- define "aas.rules.namespaced" -}}

@@ -17,7 +17,8 @@ Errors::
       .retriable           True for timeouts, 429, 5xx and no answer; False for 4xx
 
 Sections: errors and types; the `KubeApi` protocol; `KubeClient` (children, Secrets, the
-AirflowAssetSync object). Worker-side status helpers belong in the last section.
+AirflowAssetSync object, the worker's Lease). Worker-side status helpers belong in the last
+sections.
 """
 
 from __future__ import annotations
@@ -280,6 +281,35 @@ class KubeClient:
             raise
         return _json(response)
 
+    def get_peering(self, *, namespace: str | None, name: str) -> Manifest | None:
+        """kopf's peering object: a KopfPeering in `namespace`, or the ClusterKopfPeering."""
+        custom = self._apis["custom"]
+        try:
+            if namespace is None:
+                response = self._call(
+                    f"get ClusterKopfPeering {name}",
+                    custom.get_cluster_custom_object,
+                    "kopf.dev",
+                    "v1",
+                    "clusterkopfpeerings",
+                    name,
+                )
+            else:
+                response = self._call(
+                    f"get KopfPeering {namespace}/{name}",
+                    custom.get_namespaced_custom_object,
+                    "kopf.dev",
+                    "v1",
+                    namespace,
+                    "kopfpeerings",
+                    name,
+                )
+        except KubeError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return _json(response)
+
     def patch_sync_status(
         self, *, namespace: str, name: str, status: Mapping[str, Any]
     ) -> Manifest:
@@ -296,3 +326,61 @@ class KubeClient:
             _content_type="application/merge-patch+json",
         )
         return _json(response)
+
+    # the worker's Lease (coordination.k8s.io/v1): one writer per sync, see worker/lease.py
+    #
+    # Through the generic object API rather than `CoordinationV1Api`: that one converts the
+    # body to its model and back, which writes a MicroTime with a zero microsecond as
+    # "...:00+00:00", a form the API server refuses (it wants six fraction digits); the worker
+    # also already has the generic API loaded for its AirflowAssetSync.
+
+    def get_lease(self, *, namespace: str, name: str) -> Manifest | None:
+        """The Lease, or None if it does not exist."""
+        try:
+            response = self._call(
+                f"get Lease {namespace}/{name}",
+                self._apis["custom"].get_namespaced_custom_object,
+                *_LEASES,
+                namespace,
+                "leases",
+                name,
+            )
+        except KubeError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return _json(response)
+
+    def create_lease(self, body: Manifest) -> Manifest:
+        """Create the Lease; a KubeError with status 409 if it already exists."""
+        meta = body["metadata"]
+        response = self._call(
+            f"create Lease {meta['namespace']}/{meta['name']}",
+            self._apis["custom"].create_namespaced_custom_object,
+            *_LEASES,
+            meta["namespace"],
+            "leases",
+            body,
+            field_manager=self._field_manager,
+        )
+        return _json(response)
+
+    def replace_lease(self, body: Manifest) -> Manifest:
+        """Replace (PUT) the Lease. `metadata.resourceVersion` makes it conditional: a
+        KubeError with status 409 when someone else wrote it since that version."""
+        meta = body["metadata"]
+        response = self._call(
+            f"update Lease {meta['namespace']}/{meta['name']}",
+            self._apis["custom"].replace_namespaced_custom_object,
+            *_LEASES,
+            meta["namespace"],
+            "leases",
+            meta["name"],
+            body,
+            field_manager=self._field_manager,
+        )
+        return _json(response)
+
+
+#: (group, version) of the Lease API.
+_LEASES = ("coordination.k8s.io", "v1")

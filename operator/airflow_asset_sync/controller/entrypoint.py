@@ -4,7 +4,11 @@ Settings and why:
 - progress and diff-base in annotations under our group, never in `status`: the worker owns
   `status.source` and `status.targets`, and kopf's default (`status.kopf`) would need
   `x-kubernetes-preserve-unknown-fields` in an otherwise typed status schema;
-- our own finalizer name, so `kubectl get -o yaml` says who holds the object;
+- no finalizer (see `handlers`): the finalizer name is still set to the one earlier versions
+  added (`LEGACY_FINALIZER`), because kopf removes only its configured finalizer from objects
+  that no longer need one, and an upgrade must not leave syncs undeletable;
+- with peering, the resync thread (not a kopf handler, so not paused by kopf) stands by on
+  the same rule kopf uses (`peering.PeeringGate`);
 - watch timeouts: without a server-side timeout a watch stream can go silent for good behind
   some load balancers (see kopf's docs on `settings.watching.server_timeout`); ours makes the
   API server end every watch after a few minutes and kopf re-lists;
@@ -28,13 +32,14 @@ import dataclasses
 import logging
 import os
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import kopf
 
 from airflow_asset_sync.api import spec as api
 from airflow_asset_sync.clients import kube
 from airflow_asset_sync.controller import handlers
+from airflow_asset_sync.controller import peering as peering_gate
 from airflow_asset_sync.controller.config import OperatorConfig
 
 #: Seconds the API server keeps one watch open; kopf's client gives up a bit later.
@@ -42,6 +47,8 @@ WATCH_SERVER_TIMEOUT_SECONDS = 270
 WATCH_CLIENT_TIMEOUT_SECONDS = 300
 #: Threads for sync handlers: a reconcile is a handful of short API calls.
 HANDLER_THREADS = 8
+#: The finalizer earlier versions held on every sync; kopf now removes it where it finds it.
+LEGACY_FINALIZER = f"{api.GROUP}/cleanup"
 #: Seconds a standby waits after the active operator's last keep-alive before taking over.
 PEERING_LIFETIME_SECONDS = 30
 
@@ -54,7 +61,7 @@ def build_settings(
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=api.GROUP, key="last-handled-configuration"
     )
-    settings.persistence.finalizer = f"{api.GROUP}/cleanup"
+    settings.persistence.finalizer = LEGACY_FINALIZER
     settings.watching.server_timeout = WATCH_SERVER_TIMEOUT_SECONDS
     settings.watching.client_timeout = WATCH_CLIENT_TIMEOUT_SECONDS
     settings.posting.loggers = False
@@ -71,6 +78,25 @@ def build_settings(
         settings.peering.name = peering
     settings.peering.priority = priority if priority is not None else random.randint(1, 2**30)
     return settings
+
+
+def _active_gate(
+    kube_api: kube.KubeApi,
+    *,
+    peering: str | None,
+    namespaces: Sequence[str] | None,
+    priority: int,
+) -> Callable[[], bool]:
+    """Standalone: always active. Peering: `peering.PeeringGate` over the peering objects
+    kopf uses (the ClusterKopfPeering, or a KopfPeering in each watched namespace)."""
+    if peering is None or not isinstance(kube_api, peering_gate.PeeringReader):
+        return lambda: True
+    client, name = kube_api, peering
+    return peering_gate.PeeringGate(
+        read=lambda namespace: client.get_peering(namespace=namespace, name=name),
+        namespaces=list(namespaces) if namespaces else [None],
+        priority=priority,
+    )
 
 
 def run_operator(
@@ -100,6 +126,16 @@ def run_operator(
     clusterwide = not namespaces
     settings = build_settings(clusterwide=clusterwide, peering=peering, priority=priority)
     liveness = f"http://0.0.0.0:{config.health_port}/healthz" if config.health_port else None
+    runtime = handlers.Runtime(
+        kube=kube_api,
+        config=config,
+        active=_active_gate(
+            kube_api,
+            peering=peering,
+            namespaces=namespaces,
+            priority=settings.peering.priority,
+        ),
+    )
     kopf.run(
         registry=handlers.build_registry(config),
         settings=settings,
@@ -109,5 +145,5 @@ def run_operator(
         peering_name=peering,
         priority=settings.peering.priority,
         liveness_endpoint=liveness,
-        memo=kopf.Memo({handlers.MEMO_KEY: handlers.Runtime(kube=kube_api, config=config)}),
+        memo=kopf.Memo({handlers.MEMO_KEY: runtime}),
     )

@@ -6,14 +6,24 @@ retry vocabulary (`PermanentError` for stalled, `TemporaryError(delay=...)` for 
 
 What triggers a reconcile, and why each is needed:
 - create / update (spec changes only) / resume (operator start): the obvious ones;
-- a timer every `resync_seconds`: puts back a deleted or edited child, rolls the worker when a
-  Secret rotates, and retries stalled problems a person may have fixed meanwhile;
+- a resync every `resync_seconds` (`Resyncer`): puts back a deleted or edited child, rolls the
+  worker when a Secret rotates, and retries stalled problems a person may have fixed meanwhile;
 - child events (ServiceAccount, Role, RoleBinding, Deployment with our managed-by label): a
   child deleted, or changed by anyone but the operator (`kubectl edit`, `kubectl scale`), is
   put back at once rather than at the next resync; a worker Deployment's status change turns
   Ready true as soon as the pod is ready;
-- delete: removes the children explicitly (a bare API server has no garbage collector). kopf
-  holds a finalizer for this, so it also runs after an operator restart.
+- delete: nothing. Every child carries a controller owner reference (with
+  `blockOwnerDeletion`), so the cluster's garbage collector deletes it with its sync, whether
+  or not the operator runs.
+
+No finalizer. A finalizer would make every sync, and so its namespace, undeletable while the
+operator is absent (after `helm uninstall`, or while it crash-loops), and it earns nothing the
+owner references do not already do. kopf adds its finalizer for a non-optional `on.delete`
+handler and for any `kopf.timer` or `kopf.daemon` (it cannot stop those otherwise), so the
+periodic resync is not a kopf timer but `Resyncer`, fed by a finalizer-free `on.event`
+handler. Objects that still carry the finalizer of an earlier version lose it on the
+operator's first pass over them (kopf removes its own finalizer, by the name kept in
+`entrypoint.LEGACY_FINALIZER`, from objects no handler needs it on), deleting ones included.
 
 Handlers are sync: the kubernetes client is sync, and kopf runs sync handlers in a thread
 pool, so the event loop never blocks on an API call. kopf never runs two handlers of one
@@ -23,8 +33,10 @@ lock per sync (`SyncLocks`) keeps the reconciles of one sync from overlapping.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -40,6 +52,8 @@ from airflow_asset_sync.resources import naming
 
 MEMO_KEY = "runtime"
 
+log = logging.getLogger(__name__)
+
 
 #: The kinds of child the operator watches (group/version and plural, as kopf takes them).
 CHILD_RESOURCES = (
@@ -51,19 +65,115 @@ CHILD_RESOURCES = (
 
 
 class SyncLocks:
-    """One lock per AirflowAssetSync (by uid), so its reconciles never overlap."""
+    """One lock per AirflowAssetSync (by uid), so its reconciles never overlap.
+
+    Held weakly: a lock lives while someone holds or waits on it, so the locks of deleted
+    syncs go away without a delete handler to forget them.
+    """
 
     def __init__(self) -> None:
         self._guard = threading.Lock()
-        self._locks: dict[str, threading.Lock] = {}
+        self._locks: weakref.WeakValueDictionary[str, threading.Lock] = (
+            weakref.WeakValueDictionary()
+        )
 
     def __call__(self, uid: str) -> threading.Lock:
         with self._guard:
-            return self._locks.setdefault(uid, threading.Lock())
+            lock = self._locks.get(uid)
+            if lock is None:
+                lock = self._locks[uid] = threading.Lock()
+            return lock
 
-    def forget(self, uid: str) -> None:
+    def __len__(self) -> int:
         with self._guard:
-            self._locks.pop(uid, None)
+            return len(self._locks)
+
+
+@dataclass(frozen=True)
+class SyncKey:
+    namespace: str
+    name: str
+    uid: str
+
+
+class Resyncer:
+    """Re-converges every sync this operator serves, every `interval` seconds, in a thread.
+
+    The syncs come from `on_sync_event` (kopf's watch of the served namespaces); `run_one`
+    reconciles one. `active` is asked before each round: with kopf peering, a standby replica
+    (whose kopf is paused) must not write. Not a kopf timer: kopf holds a finalizer on every
+    object a timer runs for.
+    """
+
+    def __init__(
+        self,
+        *,
+        interval: float,
+        run_one: Callable[[SyncKey], None],
+        active: Callable[[], bool] = lambda: True,
+    ) -> None:
+        self._interval = interval
+        self._run_one = run_one
+        self._active = active
+        self._guard = threading.Lock()
+        self._known: dict[str, SyncKey] = {}
+        #: The context of a kopf handler: kopf's event queue lives in context variables, and
+        #: `kopf.event` from this thread needs them.
+        self._context: contextvars.Context | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def seen(self, key: SyncKey, *, context: contextvars.Context | None = None) -> None:
+        with self._guard:
+            self._known[key.uid] = key
+            if context is not None:
+                self._context = context
+
+    def gone(self, uid: str) -> None:
+        with self._guard:
+            self._known.pop(uid, None)
+
+    def known(self) -> list[SyncKey]:
+        with self._guard:
+            return sorted(self._known.values(), key=lambda k: (k.namespace, k.name))
+
+    def run_once(self) -> int:
+        """One round; returns how many syncs it reconciled."""
+        if not self._active():
+            return 0
+        done = 0
+        for key in self.known():
+            if self._stop.is_set():
+                break
+            with self._guard:
+                context = self._context.copy() if self._context is not None else None
+            try:
+                if context is None:
+                    self._run_one(key)
+                else:
+                    context.run(self._run_one, key)
+                done += 1
+            except Exception:
+                log.exception("resync of %s/%s failed", key.namespace, key.name)
+        return done
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="resync", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        # Create/resume just reconciled every sync: the first round can wait one interval.
+        while not self._stop.wait(self._interval):
+            self.run_once()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -74,6 +184,17 @@ class Runtime:
     config: OperatorConfig
     now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     locks: SyncLocks = field(default_factory=SyncLocks)
+    #: False while this replica must not write (a kopf peering standby); see `Resyncer`.
+    active: Callable[[], bool] = field(default=lambda: True)
+    resyncer: Resyncer = field(init=False)
+
+    def __post_init__(self) -> None:
+        resyncer = Resyncer(
+            interval=self.config.resync_seconds,
+            run_one=lambda key: resync_one(self, key),
+            active=self.active,
+        )
+        object.__setattr__(self, "resyncer", resyncer)
 
     @property
     def context(self) -> reconcile.Context:
@@ -119,28 +240,40 @@ def on_change(*, body: kopf.Body, patch: kopf.Patch, memo: Any, retry: int, **_:
     )
 
 
-def on_resync(
-    *, body: kopf.Body, patch: kopf.Patch, memo: Any, logger: logging.Logger | Any, **_: Any
-) -> None:
-    """Timer: re-converge. Problems are already in status and events; just log them."""
-    result = _run("resync", body=body, patch=patch, runtime=_runtime(memo))
-    if result.problem is not None:
-        logger.info(f"Resync: {result.problem.reason}: {result.problem.message}")
+def resync_one(runtime: Runtime, key: SyncKey) -> None:
+    """Re-converge one sync from its live object (the resync's unit of work)."""
+    with metrics.observe("resync") as outcome, runtime.locks(key.uid):
+        done = reconcile.reconcile_owner(
+            ctx=runtime.context, namespace=key.namespace, owner_name=key.name, owner_uid=key.uid
+        )
+        if done is not None and done.result.problem is not None:
+            outcome.problem(done.result.problem.reason)
+    if done is None:
+        runtime.resyncer.gone(key.uid)  # deleted or replaced since its last event
+        return
+    _post(done.sync, done.result.events)
+    problem = done.result.problem
+    if problem is not None:
+        # Problems are already in status and events; just log them.
+        log.info(f"Resync {key.namespace}/{key.name}: {problem.reason}: {problem.message}")
 
 
-def on_delete(*, body: kopf.Body, memo: Any, retry: int, **_: Any) -> None:
-    """Delete the children; kopf removes its finalizer once this returns."""
-    runtime = _runtime(memo)
-    owner = reconcile.owner_of(body)
-    with metrics.observe("delete"), runtime.locks(owner.uid):
-        try:
-            events = reconcile.cleanup(kube_api=runtime.kube, owner=owner)
-        except kube.KubeError as exc:
-            raise kopf.TemporaryError(
-                f"Cleanup failed: {exc}", delay=runtime.config.retry_delay_seconds(retry)
-            ) from exc
-    runtime.locks.forget(owner.uid)
-    _post(body, events)
+def on_sync_event(*, type: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
+    """Every event of a served sync: keep `Resyncer`'s list of syncs current.
+
+    An `on.event` handler, so kopf holds no finalizer for it. Nothing is deleted here: the
+    garbage collector deletes the children through their owner references.
+    """
+    meta = body.get("metadata", {})
+    uid, namespace, name = meta.get("uid"), meta.get("namespace"), meta.get("name")
+    if not uid or not namespace or not name:
+        return
+    resyncer = _runtime(memo).resyncer
+    if type == "DELETED" or meta.get("deletionTimestamp"):
+        resyncer.gone(str(uid))
+    else:
+        key = SyncKey(namespace=str(namespace), name=str(name), uid=str(uid))
+        resyncer.seen(key, context=contextvars.copy_context())
 
 
 def on_child_event(
@@ -186,8 +319,13 @@ def on_child_event(
 def on_startup(*, memo: Any, logger: logging.Logger | Any, **_: Any) -> None:
     runtime = _runtime(memo)
     metrics.serve(port=runtime.config.metrics_port)
+    runtime.resyncer.start()
     if runtime.config.worker_image is None:
         logger.warning("AAS_WORKER_IMAGE is unset: syncs without spec.worker.image will stall")
+
+
+def on_cleanup(*, memo: Any, **_: Any) -> None:
+    _runtime(memo).resyncer.stop()
 
 
 def on_login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -209,19 +347,13 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
     resource = (api.GROUP, api.VERSION, api.PLURAL)
     kopf.on.login(registry=registry)(on_login)
     kopf.on.startup(registry=registry)(on_startup)
+    kopf.on.cleanup(registry=registry)(on_cleanup)
     kopf.on.resume(*resource, registry=registry, id="reconcile")(on_change)
     kopf.on.create(*resource, registry=registry, id="reconcile")(on_change)
     # Only spec changes: status and metadata churn must not re-run the reconcile.
     kopf.on.update(*resource, field="spec", registry=registry, id="reconcile")(on_change)
-    kopf.on.delete(*resource, registry=registry, id="cleanup")(on_delete)
-    kopf.timer(
-        *resource,
-        interval=config.resync_seconds,
-        # Create/resume just reconciled: the first resync can wait one interval.
-        initial_delay=config.resync_seconds,
-        registry=registry,
-        id="resync",
-    )(on_resync)
+    # No on.delete, no kopf.timer: either would make kopf hold a finalizer (module docstring).
+    kopf.on.event(*resource, registry=registry, id="track")(on_sync_event)
     for group_version, plural in CHILD_RESOURCES:
         kopf.on.event(
             group_version,

@@ -28,8 +28,9 @@ from airflow_asset_sync.controller.conditions import Problem, Reason
 from airflow_asset_sync.controller.config import OperatorConfig
 from airflow_asset_sync.resources import credentials, deployment, naming, rbac
 
-#: Children in creation order; deleted in the reverse order (the worker stops first, then
-#: loses its permissions).
+#: Children in creation order. The operator deletes none of them: each carries a controller
+#: owner reference with `blockOwnerDeletion`, and the garbage collector deletes them with
+#: their sync.
 CHILD_KINDS = (
     kube.ChildKind.SERVICE_ACCOUNT,
     kube.ChildKind.ROLE,
@@ -336,26 +337,6 @@ def reconcile(*, body: Mapping[str, Any], ctx: Context) -> Result:
     previous = (body.get("status") or {}).get("conditions")
     events = [*events, *transition_events(previous, status["conditions"])]
     return Result(status=status, status_changed=changed, problem=problem, events=events)
-
-
-def cleanup(*, kube_api: kube.KubeApi, owner: naming.Owner) -> list[Event]:
-    """Delete the children explicitly, Deployment first.
-
-    Explicit because a bare kube-apiserver has no garbage collector, and because it makes
-    deletion prompt even where one runs. Needs no valid spec (names derive from the object's
-    name), so it works for an invalid, suspended or half-created sync, after an operator
-    restart, and when children are already gone. Objects of our name controlled by another
-    owner are left alone.
-    """
-    events: list[Event] = []
-    name = naming.worker_name(owner.name)
-    for kind in reversed(CHILD_KINDS):
-        current = kube_api.get(kind, namespace=owner.namespace, name=name)
-        if current is None or controller_uid(current) != owner.uid:
-            continue
-        if kube_api.delete(kind, namespace=owner.namespace, name=name):
-            events.append(Event(type="Normal", reason="Deleted", message=f"Deleted {kind} {name}"))
-    return events
 
 
 def owning_sync(obj: Mapping[str, Any]) -> tuple[str, str] | None:

@@ -11,7 +11,8 @@ Shape, and why:
   escalation, all capabilities dropped, RuntimeDefault seccomp) with an emptyDir at `/tmp`;
   `runAsUser` is left to the image (a numeric `USER`) so OpenShift can assign its own UID;
 - liveness and readiness on the metrics port, so a wedged worker is restarted and an
-  unready one shows as an unavailable Deployment (and `Ready=False` on the sync);
+  unready one shows as an unavailable Deployment (and `Ready=False` on the sync); a startup
+  probe and initial delays so that a normal start logs no failed probe (`_container`);
 - a spec hash on the pod template, so a spec change (the worker reads its spec at start)
   rolls the pod; a hash of the referenced Secrets' versions, so a rotated credential does too.
 """
@@ -107,9 +108,21 @@ def _volumes(spec: api.SyncSpec) -> tuple[list[dict[str, Any]], list[dict[str, A
     return volumes, mounts
 
 
-def _probe(path: str, *, period_seconds: int, failure_threshold: int) -> dict[str, Any]:
+#: Seconds before the first startup probe: the interpreter has imported the worker and its
+#: HTTP server listens well within this on a normal start.
+STARTUP_DELAY_SECONDS = 5
+#: Seconds before the first readiness probe: the first poll is made at once after start.
+READINESS_DELAY_SECONDS = 10
+
+
+def _probe(
+    path: str, *, period_seconds: int, failure_threshold: int, initial_delay_seconds: int = 0
+) -> dict[str, Any]:
+    probe: dict[str, Any] = {"httpGet": {"path": path, "port": naming.METRICS_PORT_NAME}}
+    if initial_delay_seconds:
+        probe["initialDelaySeconds"] = initial_delay_seconds
     return {
-        "httpGet": {"path": path, "port": naming.METRICS_PORT_NAME},
+        **probe,
         "periodSeconds": period_seconds,
         "timeoutSeconds": 5,
         "failureThreshold": failure_threshold,
@@ -131,10 +144,25 @@ def _container(
                 "protocol": "TCP",
             }
         ],
-        # Liveness is lenient (a minute of failures) so a slow source API does not cause
-        # restarts; readiness is quick so Ready on the sync reflects trouble soon.
+        # Startup: /healthz (live, answered as soon as the HTTP server listens), first asked
+        # after the process has had time to start, then every 2 s for up to 35 s; liveness and
+        # readiness wait for it. Not /readyz: a source that is down at start must show as
+        # not-ready, not get the pod restarted. Liveness is lenient (a minute of failures) so
+        # a slow source API does not cause restarts; readiness is quick so Ready on the sync
+        # reflects trouble soon, and starts after the first poll has had time to succeed.
+        "startupProbe": _probe(
+            naming.HEALTHZ_PATH,
+            period_seconds=2,
+            failure_threshold=15,
+            initial_delay_seconds=STARTUP_DELAY_SECONDS,
+        ),
         "livenessProbe": _probe(naming.HEALTHZ_PATH, period_seconds=10, failure_threshold=6),
-        "readinessProbe": _probe(naming.READYZ_PATH, period_seconds=5, failure_threshold=3),
+        "readinessProbe": _probe(
+            naming.READYZ_PATH,
+            period_seconds=5,
+            failure_threshold=3,
+            initial_delay_seconds=READINESS_DELAY_SECONDS,
+        ),
         "securityContext": _security_context(),
         "volumeMounts": mounts,
     }

@@ -122,9 +122,11 @@ def labels(sync_name: str) -> dict[str, str]:
 def owner_reference(owner: Owner) -> dict[str, Any]:
     """A controller owner reference to the AirflowAssetSync.
 
-    With a garbage collector, deleting the AirflowAssetSync deletes its children even if the
-    operator is down; the operator's finalizer deletes them explicitly too, because a bare
-    kube-apiserver (the test rig) has no garbage collector. `blockOwnerDeletion` needs the
+    This is what deletes the children: the garbage collector deletes them with their
+    AirflowAssetSync, whether or not the operator runs (the operator holds no finalizer and
+    deletes nothing itself; a bare kube-apiserver without the controller manager, such as the
+    test rig, leaves them). `blockOwnerDeletion` makes a foreground deletion
+    (`kubectl delete --cascade=foreground`) wait for them. `blockOwnerDeletion` needs the
     operator to be allowed `update` on `airflowassetsyncs/finalizers` where the
     OwnerReferencesPermissionEnforcement admission plugin is on.
     """

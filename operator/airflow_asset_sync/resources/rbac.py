@@ -7,6 +7,17 @@ which the kubelet resolves), no events.
 
 A watch restricted by `resourceNames` must name the object with a field selector
 (`metadata.name=<name>`): the worker's watch has to be written that way.
+
+One more object: the sync's Lease (`coordination.k8s.io`, named like the other children),
+which makes the worker the only writer of its sync (see `worker.lease`). Reading and
+updating it is restricted to that name. Creating it cannot be: Kubernetes does not apply
+`resourceNames` to `create` (the name is not known when the request is authorized), so the
+worker may create Leases in its namespace, but not read, change or delete any other one.
+The alternative, the operator pre-creating the Lease as a fifth child, would drop that
+`create` but tie the worker's start to the operator's reconcile (and a Lease deleted by hand
+would leave the worker unable to write until the operator re-created it); the worker creating
+its own Lease keeps it self-sufficient. No `patch` or `delete`: it releases by clearing
+`holderIdentity` in an update.
 """
 
 from __future__ import annotations
@@ -25,8 +36,12 @@ def service_account(owner: naming.Owner) -> dict[str, Any]:
     }
 
 
+#: The API group of Leases.
+COORDINATION = "coordination.k8s.io"
+
+
 def worker_rules(sync_name: str) -> list[dict[str, Any]]:
-    """The worker Role's rules: exactly these two, scoped to its own object by name."""
+    """The worker Role's rules: its own object and Lease by name, plus creating the Lease."""
     return [
         {
             "apiGroups": [api.GROUP],
@@ -40,6 +55,14 @@ def worker_rules(sync_name: str) -> list[dict[str, Any]]:
             "resourceNames": [sync_name],
             "verbs": ["patch"],
         },
+        {
+            "apiGroups": [COORDINATION],
+            "resources": ["leases"],
+            "resourceNames": [naming.worker_name(sync_name)],
+            "verbs": ["get", "update"],
+        },
+        # `create` ignores resourceNames (see the module docstring).
+        {"apiGroups": [COORDINATION], "resources": ["leases"], "verbs": ["create"]},
     ]
 
 
@@ -106,6 +129,12 @@ def operator_rules() -> list[dict[str, Any]]:
         # Secrets: only `get`, to check that referenced keys exist (values are not kept).
         {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
         {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create"]},
+        # Only to grant them to workers (their sync's Lease); the operator uses none of them.
+        {
+            "apiGroups": [COORDINATION],
+            "resources": ["leases"],
+            "verbs": ["get", "create", "update"],
+        },
         # kopf peering (two replicas, one active) and its CRD discovery.
         {
             "apiGroups": ["kopf.dev"],

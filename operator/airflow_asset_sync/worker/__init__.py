@@ -12,6 +12,7 @@ protocols in `transport`, `offsets` and `clients.airflow.base`):
 - `metrics`, `health`: Prometheus metrics, probes, and their HTTP endpoint.
 - `pipeline`: `SyncWorker`, which runs all of the above for one sync and stops it cleanly.
 - `clock`, `backoff`: injectable time and retry delays.
+- `lease`: one writer per sync in a cluster (the sync's Lease; writes wait while it is not held).
 
 Start-up glue that builds real clients and transports from a spec (credentials, entry
 points) lives beside these modules but is not part of the engine.

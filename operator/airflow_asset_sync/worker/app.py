@@ -10,12 +10,17 @@ the offsets come from:
 
 A spec change rolls the worker pod (the operator stamps a spec hash on it), so the worker
 reads its spec once instead of watching it.
+
+In a cluster the worker also holds its sync's Lease (`lease`) from before it loads its
+checkpoint until after its last write and status flush: a replacement pod started while the
+old one is still stopping waits instead of writing beside it. Standalone there is no Lease.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -25,13 +30,16 @@ import yaml
 from pydantic import ValidationError
 
 from airflow_asset_sync import logs
-from airflow_asset_sync.api.spec import Endpoint, ObjectRef, SyncObject, SyncSpec
+from airflow_asset_sync.api.spec import API_VERSION, KIND, Endpoint, ObjectRef, SyncObject, SyncSpec
 from airflow_asset_sync.clients.airflow.base import AirflowClient
 from airflow_asset_sync.clients.airflow.factory import connect
 from airflow_asset_sync.clients.kafka import KafkaPublisher, KafkaSettings, KafkaSubscription
+from airflow_asset_sync.resources import naming
 from airflow_asset_sync.worker import credentials as creds
 from airflow_asset_sync.worker.channel import InProcessChannel
+from airflow_asset_sync.worker.clock import SystemClock
 from airflow_asset_sync.worker.health import Health
+from airflow_asset_sync.worker.lease import FencedOffsetStore, LeaseHolder, LeaseStore, new_identity
 from airflow_asset_sync.worker.metrics import WorkerMetrics, start_metrics_server
 from airflow_asset_sync.worker.offsets import FileOffsetStore, OffsetStore
 from airflow_asset_sync.worker.pipeline import SyncWorker
@@ -123,6 +131,7 @@ async def _run(
     *,
     metrics_port: int,
     metrics_host: str,
+    lease_store: LeaseStore | None = None,
 ) -> None:
     logs.register_secrets(resolved.secrets())
     publisher, subscriptions = _transport(sync, resolved)
@@ -133,6 +142,10 @@ async def _run(
     server = start_metrics_server(
         metrics=metrics, health=health, port=metrics_port, host=metrics_host
     )
+    lease = None
+    if lease_store is not None:
+        lease = _lease_holder(lease_store, sync, metrics, health)
+        store = FencedOffsetStore(store, lease)
     worker = SyncWorker(
         spec=sync.spec,
         sync=str(sync.ref),
@@ -142,8 +155,8 @@ async def _run(
         store=store,
         metrics=metrics,
         health=health,
+        fence=lease,
     )
-    worker.install_signal_handlers()
     log.info(
         "sync starting",
         extra={
@@ -154,10 +167,55 @@ async def _run(
         },
     )
     try:
-        await worker.run()
+        if lease is None:
+            worker.install_signal_handlers()
+            await worker.run()
+        else:
+            await _run_holding(worker, lease)
     finally:
         server.close()
     log.info("sync stopped", extra={"sync": str(sync.ref)})
+
+
+def _lease_holder(
+    store: LeaseStore, sync: SyncObject, metrics: WorkerMetrics, health: Health
+) -> LeaseHolder:
+    def on_change(held: bool, reason: str) -> None:
+        metrics.lease_held.set(1 if held else 0)
+        health.hold(None if held else reason)
+
+    return LeaseHolder(
+        store,
+        identity=new_identity(),
+        clock=SystemClock(),
+        on_change=on_change,
+        log_extra={"sync": str(sync.ref)},
+    )
+
+
+async def _run_holding(worker: SyncWorker, lease: LeaseHolder) -> None:
+    """Acquire the Lease, run the worker while renewing it, release it after the worker
+    stopped (its writes finished, its status flushed), whether it stopped or failed."""
+    stop = asyncio.Event()
+
+    def on_signal() -> None:
+        stop.set()
+        worker.request_stop()
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal)
+    if not await lease.acquire(stop):
+        log.info("stopped while waiting for the lease; nothing was written")
+        return
+    keep_stop = asyncio.Event()
+    keeper = asyncio.create_task(lease.keep(keep_stop), name="lease")
+    try:
+        await worker.run()
+    finally:
+        keep_stop.set()
+        await asyncio.gather(keeper, return_exceptions=True)
+        await lease.release()
 
 
 def run_standalone(
@@ -187,6 +245,7 @@ def run_in_cluster(namespace: str, name: str, *, metrics_port: int) -> int:
     # Imported here: the kubernetes client costs ~0.3 s and ~8 MiB at start, and `run -f`
     # (standalone, offsets in a file) never needs it.
     from airflow_asset_sync.clients.kube import KubeClient
+    from airflow_asset_sync.worker.lease import KubeLeaseStore
     from airflow_asset_sync.worker.status_store import StatusOffsetStore
 
     kube = KubeClient.from_environment(field_manager="airflow-asset-sync-worker")
@@ -201,7 +260,30 @@ def run_in_cluster(namespace: str, name: str, *, metrics_port: int) -> int:
         log.error("cannot start: %s", exc)
         return 2
     store = StatusOffsetStore(kube, ObjectRef(namespace=namespace, name=name))
-    asyncio.run(_run(sync, resolved, store, metrics_port=metrics_port, metrics_host="0.0.0.0"))  # noqa: S104
+    lease_store = KubeLeaseStore(
+        kube,
+        namespace=namespace,
+        name=naming.worker_name(name),
+        labels=naming.labels(name),
+        # Not a controller reference and no blockOwnerDeletion (both need more rights): just
+        # enough for the garbage collector to delete the Lease with its sync.
+        owner_reference={
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "name": name,
+            "uid": body["metadata"]["uid"],
+        },
+    )
+    asyncio.run(
+        _run(
+            sync,
+            resolved,
+            store,
+            metrics_port=metrics_port,
+            metrics_host="0.0.0.0",  # noqa: S104
+            lease_store=lease_store,
+        )
+    )
     return 0
 
 

@@ -6,6 +6,8 @@
   a restart does not fix a down Airflow, and restarting would only reset the back-off.
 - Ready: the worker has started and a poll succeeded recently. A source outage shows as
   not-ready, which is visible in `kubectl get pods` (no Service routes to the worker).
+  So does a worker that may not write: waiting for its sync's Lease, or fenced after losing
+  it (`hold`, see `lease`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ class Health:
     _started: bool = field(default=False, init=False)
     _stopping: bool = field(default=False, init=False)
     _failed: str | None = field(default=None, init=False)
+    _held_back: str | None = field(default=None, init=False)
 
     def beat(self) -> None:
         self._last_beat = self.monotonic()
@@ -41,6 +44,10 @@ class Health:
 
     def failed(self, reason: str) -> None:
         self._failed = reason
+
+    def hold(self, reason: str | None) -> None:
+        """Not ready for `reason` (not allowed to write), or None to lift that."""
+        self._held_back = reason
 
     def poll_succeeded(self) -> None:
         self._last_poll = self.monotonic()
@@ -60,6 +67,8 @@ class Health:
             return False, f"failed: {self._failed}"
         if self._stopping:
             return False, "stopping"
+        if self._held_back is not None:
+            return False, self._held_back
         if not self._started:
             return False, "starting"
         if self._last_poll is None:

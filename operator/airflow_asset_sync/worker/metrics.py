@@ -113,6 +113,12 @@ class WorkerMetrics:
             ["target"],
             registry=r,
         )
+        # One writer per sync (see `lease`); stays 0 standalone, where there is no Lease.
+        self.lease_held = Gauge(
+            f"{PREFIX}_lease_held",
+            "1 while this worker holds its sync's Lease and may write to targets",
+            registry=r,
+        )
         self.api_latency = Histogram(
             f"{PREFIX}_api_request_duration_seconds",
             "Airflow API call latency; role is source or target:<name>",

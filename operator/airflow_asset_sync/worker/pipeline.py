@@ -6,7 +6,10 @@ a publisher and one subscription per target (Kafka, or `channel.InProcessChannel
 
 Status: the poller saves the checkpoint after each publish (that is the cursor; it must be
 durable). Counters, lag and last-poll times are flushed every `status_interval` and at stop,
-not per event: in a cluster every save is a PATCH to the API server.
+not per event: in a cluster every save is a PATCH to the API server. A flush is skipped when
+nothing changed since the last successful one (an idle sync would otherwise patch its status
+every 10 s), except that `lastPollTime` alone is refreshed every `poll_time_refresh`, so a
+quiet sync still shows it polls.
 
 Graceful stop (SIGTERM from the kubelet, Ctrl-C locally), in this order:
 
@@ -31,7 +34,7 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from airflow_asset_sync.api.spec import Endpoint, SyncSpec, Target
@@ -42,6 +45,7 @@ from airflow_asset_sync.worker.clock import Clock, SystemClock, sleep_or_stop
 from airflow_asset_sync.worker.cursor import DEFAULT_OVERLAP, make_cursor
 from airflow_asset_sync.worker.filters import EventFilter
 from airflow_asset_sync.worker.health import Health
+from airflow_asset_sync.worker.lease import WriteFence
 from airflow_asset_sync.worker.metrics import InstrumentedClient, WorkerMetrics
 from airflow_asset_sync.worker.offsets import OffsetStore
 from airflow_asset_sync.worker.poller import Poller
@@ -66,6 +70,8 @@ class WorkerOptions:
     max_invalid_retries: int = 3
     #: Seconds between status flushes (counters, lag, last poll time).
     status_interval: float = 10.0
+    #: Seconds after which a newer `lastPollTime` alone is worth a status write.
+    poll_time_refresh: float = 60.0
     #: Seconds the stop sequence may take in total before work is abandoned.
     stop_grace: float = 20.0
     replayer: ReplayerOptions = field(default_factory=ReplayerOptions)
@@ -92,6 +98,7 @@ class SyncWorker:
         health: Health | None = None,
         clock: Clock | None = None,
         options: WorkerOptions | None = None,
+        fence: WriteFence | None = None,
     ) -> None:
         names = {t.name for t in spec.targets}
         if set(subscriptions) != names:
@@ -113,9 +120,14 @@ class SyncWorker:
             health = Health(monotonic=self._clock.monotonic, ready_after=ready_after)
         self.health = health
         self._options = options if options is not None else WorkerOptions()
+        #: In a cluster, the sync's Lease: every target write waits for it (see `lease`).
+        self._fence = fence
         self._stop_requested = asyncio.Event()
         self._finished = asyncio.Event()
         self._status: WorkerStatus | None = None
+        #: The status as last saved (JSON form): a flush with nothing new writes nothing.
+        self._saved: dict[str, Any] | None = None
+        self._stopping = False
         self._log_extra = {"sync": sync}
 
     @property
@@ -163,6 +175,7 @@ class SyncWorker:
         for target in spec.targets:
             status.target(target.name)
         self._status = status
+        self._saved = status.model_dump(mode="json")
 
         await self._publisher.start()
         for subscription in self._subscriptions.values():
@@ -289,6 +302,7 @@ class SyncWorker:
             clock=self._clock,
             metrics=self.metrics,
             options=self._options.replayer,
+            fence=self._fence,
         )
         log.info(
             "replaying into target",
@@ -306,6 +320,7 @@ class SyncWorker:
         aux_stop: asyncio.Event,
     ) -> None:
         self.health.stopping()
+        self._stopping = True
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._options.stop_grace
 
@@ -341,15 +356,46 @@ class SyncWorker:
         log.info("worker stopped", extra=self._log_extra)
 
     async def flush(self) -> None:
-        """Save the worker status (counters, lag, checkpoint) now."""
+        """Save the worker status (counters, lag, checkpoint) if anything changed."""
         if self._status is None:
+            return
+        current = self._status.model_dump(mode="json")
+        if not self._flush_needed(current):
             return
         try:
             await self._store.save_source(self._status.source)
             for target in self._status.targets:
                 await self._store.save_target(target)
         except Exception as exc:
+            if self._stopping and getattr(exc, "status", None) in (403, 404):
+                # Expected when the sync is being deleted: the garbage collector deletes the
+                # AirflowAssetSync and the worker's Role while this pod is still stopping.
+                log.info(
+                    "final status not saved: the AirflowAssetSync or the worker's access to "
+                    "it is gone (being deleted)",
+                    extra={**self._log_extra, "error": str(exc)},
+                )
+                return
             log.warning("status flush failed", extra={**self._log_extra, "error": str(exc)})
+            return
+        self._saved = current
+
+    def _flush_needed(self, current: dict[str, Any]) -> bool:
+        saved = self._saved
+        if saved is None:
+            return True
+        if current == saved:
+            return False
+        new_poll = current["source"].get("last_poll_time")
+        old_poll = saved["source"].get("last_poll_time")
+        same_otherwise = {**current, "source": {**current["source"], "last_poll_time": None}} == {
+            **saved,
+            "source": {**saved["source"], "last_poll_time": None},
+        }
+        if not same_otherwise or new_poll is None or old_poll is None:
+            return True
+        age = datetime.fromisoformat(new_poll) - datetime.fromisoformat(old_poll)
+        return age.total_seconds() >= self._options.poll_time_refresh
 
     async def _flush_periodically(self, stop: asyncio.Event) -> None:
         while not await sleep_or_stop(self._clock, stop, self._options.status_interval):

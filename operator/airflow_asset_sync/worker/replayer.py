@@ -35,6 +35,11 @@ Exactly-once in the target, on top of at-least-once delivery:
   is cached for the suspect window, so a restart costs one GET per asset, not per event.
 - A write that failed ambiguously (timeout, garbled answer) may have landed; the next attempt
   checks the target the same way (uncached) before writing again.
+
+One writer per sync (in a cluster, `lease`): with a `fence`, every write waits until the
+worker holds its sync's Lease. If the lease was lost and then taken back after another
+holder had it, that holder may have written what is pending here, so the next `commit_batch`
+deliveries are checked against the target again, as after a restart.
 """
 
 from __future__ import annotations
@@ -58,6 +63,7 @@ from airflow_asset_sync.clients.airflow.base import (
 )
 from airflow_asset_sync.worker.backoff import BackoffPolicy
 from airflow_asset_sync.worker.clock import Clock, sleep_or_stop
+from airflow_asset_sync.worker.lease import WriteFence
 from airflow_asset_sync.worker.metrics import WorkerMetrics
 from airflow_asset_sync.worker.transport import Delivery, Subscription
 
@@ -109,6 +115,7 @@ class Replayer:
         clock: Clock,
         metrics: WorkerMetrics,
         options: ReplayerOptions = ReplayerOptions(),
+        fence: WriteFence | None = None,
     ) -> None:
         self._target = target
         self._client = client
@@ -122,6 +129,10 @@ class Replayer:
         self._suspect_cache: dict[str, set[Key]] = {}
         self._semaphore = asyncio.Semaphore(options.concurrency)
         self._log_extra = {"target": target.name}
+        self._fence = fence
+        self._fence_generation = fence.generation if fence is not None else 0
+        #: Deliveries still to check against the target after the lease changed hands.
+        self._recheck_left = 0
 
     # -- main loop --------------------------------------------------------------------------
 
@@ -241,10 +252,20 @@ class Replayer:
             self._deduplicated(envelope, uri, "recently written")
             return True
         check: Check = "cached" if suspect else None
+        if self._recheck_left > 0:
+            self._recheck_left -= 1
+            check = check or "cached"
         backoff = self._options.backoff.start()
         unknown_backoff = self._options.unknown_asset_backoff.start()
         rejections = 0
         while True:
+            if self._fence is not None:
+                generation = await self._fence.wait_held(stop)
+                if generation is None:
+                    return False
+                if generation != self._fence_generation:
+                    self._lease_changed_hands(generation)
+                    check = "fresh"
             try:
                 async with self._semaphore:
                     if check is not None:
@@ -285,6 +306,15 @@ class Replayer:
                 return True
             if await sleep_or_stop(self._clock, stop, delay):
                 return False
+
+    def _lease_changed_hands(self, generation: int) -> None:
+        self._fence_generation = generation
+        self._suspect_cache.clear()
+        self._recheck_left = self._options.commit_batch
+        log.info(
+            "lease taken back after another holder had it; checking the target again",
+            extra={**self._log_extra, "deliveries": self._recheck_left},
+        )
 
     async def _in_target(self, uri: str, key: Key, *, cached: bool) -> bool:
         if cached and uri in self._suspect_cache:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import logging
+import time
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -114,24 +116,34 @@ def test_resync_never_raises_for_problems(
     fake: FakeKube, events: list[tuple[str, str, str]]
 ) -> None:
     del fake.secrets[(NS, "a-creds")]
-    patch = kopf.Patch()
-    handlers.on_resync(body=_body(fake), patch=patch, memo=_memo(fake), logger=LOGGER)
-    assert patch["status"]["conditions"][0]["reason"] == "SecretNotFound"
+    memo = _memo(fake)
+    handlers.on_sync_event(type=None, body=_body(fake), memo=memo)
+    assert handlers._runtime(memo).resyncer.run_once() == 1
+    status = fake.get_sync(namespace=NS, name=NAME)
+    assert status is not None
+    assert status["status"]["conditions"][0]["reason"] == "SecretNotFound"
 
 
-def test_delete_removes_children(fake: FakeKube, events: list[tuple[str, str, str]]) -> None:
-    handlers.on_change(body=_body(fake), patch=kopf.Patch(), memo=_memo(fake), retry=0)
-    events.clear()
-    handlers.on_delete(body=_body(fake), memo=_memo(fake), retry=0)
-    assert [e[1] for e in events] == ["Deleted"] * 4
+def test_resync_reconciles_known_syncs_and_forgets_deleted_ones(
+    fake: FakeKube, events: list[tuple[str, str, str]]
+) -> None:
+    memo = _memo(fake)
+    resyncer = handlers._runtime(memo).resyncer
+    handlers.on_sync_event(type="ADDED", body=_body(fake), memo=memo)
+    assert resyncer.run_once() == 1
+    assert fake.find("Deployment", NS, CHILD) is not None
+    handlers.on_sync_event(type="DELETED", body=_body(fake), memo=memo)
+    assert resyncer.known() == []
+
+
+def test_resync_skips_a_round_while_inactive(fake: FakeKube) -> None:
+    runtime = handlers.Runtime(
+        kube=fake, config=OperatorConfig(worker_image="w:1"), active=lambda: False
+    )
+    memo = kopf.Memo({handlers.MEMO_KEY: runtime})
+    handlers.on_sync_event(type=None, body=_body(fake), memo=memo)
+    assert runtime.resyncer.run_once() == 0
     assert fake.find("Deployment", NS, CHILD) is None
-
-
-def test_delete_retries_api_errors(fake: FakeKube, events: list[tuple[str, str, str]]) -> None:
-    fake.failures[("get", "Deployment")] = kube.KubeError("down", status=503)
-    with pytest.raises(kopf.TemporaryError) as raised:
-        handlers.on_delete(body=_body(fake), memo=_memo(fake), retry=2)
-    assert raised.value.delay == 20.0
 
 
 def test_worker_event_refreshes_the_owning_sync(
@@ -202,8 +214,29 @@ def test_startup_serves_metrics_on_the_configured_port(
 ) -> None:
     ports: list[int] = []
     monkeypatch.setattr(metrics, "serve", lambda *, port: ports.append(port))
-    handlers.on_startup(memo=_memo(fake, metrics_port=9100), logger=LOGGER)
+    memo = _memo(fake, metrics_port=9100)
+    handlers.on_startup(memo=memo, logger=LOGGER)
+    handlers.on_cleanup(memo=memo)
     assert ports == [9100]
+
+
+def test_startup_runs_the_resync_thread_until_cleanup(
+    fake: FakeKube, monkeypatch: pytest.MonkeyPatch, events: list[tuple[str, str, str]]
+) -> None:
+    monkeypatch.setattr(metrics, "serve", lambda *, port: None)
+    memo = _memo(fake, resync_seconds=0.05)
+    handlers.on_sync_event(type=None, body=_body(fake), memo=memo)
+    handlers.on_startup(memo=memo, logger=LOGGER)
+    try:
+        deadline = time.monotonic() + 5
+        while fake.find("Deployment", NS, CHILD) is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        handlers.on_cleanup(memo=memo)
+    assert fake.find("Deployment", NS, CHILD) is not None
+    calls = len(fake.calls)
+    time.sleep(0.2)
+    assert len(fake.calls) == calls, "stopped"
 
 
 def test_reconciles_are_counted(fake: FakeKube, events: list[tuple[str, str, str]]) -> None:
@@ -232,15 +265,15 @@ def test_registry_wires_every_trigger() -> None:
     registry = handlers.build_registry(OperatorConfig(resync_seconds=17))
     changing = registry._changing.get_all_handlers()
     by_reason = {(str(h.reason) if h.reason else "resume"): h for h in changing}
-    assert set(by_reason) == {"resume", "create", "update", "delete"}
+    # No delete handler and no timer: either would make kopf hold a finalizer.
+    assert set(by_reason) == {"resume", "create", "update"}
     assert by_reason["update"].field == ("spec",)
     for handler in changing:
         assert handler.selector is not None
         assert (handler.selector.group, handler.selector.version) == (api.GROUP, api.VERSION)
-    (timer,) = registry._spawning.get_all_handlers()
-    assert getattr(timer, "interval", None) == 17
-    assert getattr(timer, "initial_delay", None) == 17
-    watching = registry._watching.get_all_handlers()
+    assert not registry._spawning.get_all_handlers()
+    assert not any(h.requires_finalizer for h in changing)
+    watching = [w for w in registry._watching.get_all_handlers() if str(w.id) != "track"]
     assert {(w.selector.group, w.selector.any_name) for w in watching if w.selector} == {
         ("", "serviceaccounts"),
         ("rbac.authorization.k8s.io", "roles"),
@@ -250,6 +283,16 @@ def test_registry_wires_every_trigger() -> None:
     for watch in watching:
         assert watch.labels == {"app.kubernetes.io/managed-by": "airflow-asset-sync-operator"}
     activities = {str(h.id): h for h in registry._activities.get_all_handlers()}
-    assert set(activities) == {"on_login", "on_startup"}
+    assert set(activities) == {"on_login", "on_startup", "on_cleanup"}
     # Without a login handler of its own, a private registry cannot authenticate at all.
     assert str(activities["on_login"].activity) == "authentication"
+
+
+def test_sync_locks_are_shared_while_held_and_then_released() -> None:
+    locks = handlers.SyncLocks()
+    held = locks("uid-1")
+    assert locks("uid-1") is held
+    assert len(locks) == 1
+    del held
+    gc.collect()
+    assert len(locks) == 0  # no delete handler needed to forget a deleted sync's lock

@@ -305,54 +305,6 @@ def test_api_errors_are_waiting_or_stalled(
     assert result.problem.stalled is stalled
 
 
-# --- cleanup -------------------------------------------------------------------------------
-
-
-def _owner() -> naming.Owner:
-    return naming.Owner(name=NAME, namespace=NS, uid="sync-1")
-
-
-def test_cleanup_deletes_children_worker_first(fake: FakeKube) -> None:
-    _run(fake)
-    events = reconcile.cleanup(kube_api=fake, owner=_owner())
-    assert [e.message for e in events] == [f"Deleted {k} {CHILD}" for k in reversed(KINDS)]
-    assert all(fake.find(k, NS, CHILD) is None for k in KINDS)
-
-
-def test_cleanup_when_children_are_already_gone(fake: FakeKube) -> None:
-    assert reconcile.cleanup(kube_api=fake, owner=_owner()) == []
-    _run(fake)
-    del fake.objects[("Deployment", NS, CHILD)]
-    events = reconcile.cleanup(kube_api=fake, owner=_owner())
-    assert len(events) == 3
-
-
-def test_cleanup_needs_no_valid_spec_and_works_suspended(fake: FakeKube) -> None:
-    _edit_spec(fake, suspend=True)
-    _run(fake)
-    fake.objects[(api.KIND, NS, NAME)]["spec"] = {"garbage": True}
-    assert len(reconcile.cleanup(kube_api=fake, owner=_owner())) == 4
-
-
-def test_cleanup_leaves_objects_of_other_owners(fake: FakeKube) -> None:
-    fake.put(
-        {
-            "apiVersion": "v1",
-            "kind": "ServiceAccount",
-            "metadata": {"name": CHILD, "namespace": NS, "uid": "x"},
-        }
-    )
-    assert reconcile.cleanup(kube_api=fake, owner=_owner()) == []
-    assert fake.find("ServiceAccount", NS, CHILD) is not None
-
-
-def test_cleanup_propagates_api_errors(fake: FakeKube) -> None:
-    _run(fake)
-    fake.failures[("delete", "Deployment")] = kube.KubeError("boom", status=500)
-    with pytest.raises(kube.KubeError):
-        reconcile.cleanup(kube_api=fake, owner=_owner())
-
-
 # --- refresh from Deployment events ------------------------------------------------------
 
 

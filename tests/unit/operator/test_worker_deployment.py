@@ -119,6 +119,13 @@ def test_minimal_deployment_in_full() -> None:
                             "ports": [
                                 {"name": "metrics", "containerPort": 8080, "protocol": "TCP"}
                             ],
+                            "startupProbe": {
+                                "httpGet": {"path": "/healthz", "port": "metrics"},
+                                "initialDelaySeconds": 5,
+                                "periodSeconds": 2,
+                                "timeoutSeconds": 5,
+                                "failureThreshold": 15,
+                            },
                             "livenessProbe": {
                                 "httpGet": {"path": "/healthz", "port": "metrics"},
                                 "periodSeconds": 10,
@@ -127,6 +134,7 @@ def test_minimal_deployment_in_full() -> None:
                             },
                             "readinessProbe": {
                                 "httpGet": {"path": "/readyz", "port": "metrics"},
+                                "initialDelaySeconds": 10,
                                 "periodSeconds": 5,
                                 "timeoutSeconds": 5,
                                 "failureThreshold": 3,
@@ -269,3 +277,23 @@ def test_secret_key_uses_cover_env_and_files_once_each() -> None:
     assert len(pairs) == len(set(pairs)) == 10
     assert ("kafka-ca", "ca.crt") in pairs
     assert credentials.secret_names(_full()) == sorted({p[0] for p in pairs})
+
+
+def test_a_normal_start_meets_no_failing_probe() -> None:
+    """The startup probe asks the liveness endpoint (up as soon as the process is), only after
+    a start has had time; readiness waits for it and for the first poll."""
+    owner = naming.Owner(name="orders", namespace="data", uid="u1")
+    sync_spec = api.SyncSpec.model_validate(
+        {"source": {"url": "http://a:8080"}, "targets": [{"name": "b", "url": "http://b:8080"}]}
+    )
+    body = deployment.worker_deployment(owner=owner, spec=sync_spec, image="img:1")
+    (container,) = body["spec"]["template"]["spec"]["containers"]
+    startup, ready = container["startupProbe"], container["readinessProbe"]
+    assert startup["httpGet"]["path"] == naming.HEALTHZ_PATH  # never restarts on a down source
+    assert startup["initialDelaySeconds"] >= 3
+    assert ready["initialDelaySeconds"] > startup["initialDelaySeconds"]
+    # Startup allows at least 30 s before the kubelet gives up on the process.
+    assert (
+        startup["initialDelaySeconds"] + startup["periodSeconds"] * startup["failureThreshold"]
+        >= 30
+    )

@@ -1,0 +1,143 @@
+"""One writer per sync on real pods: a worker pod deleted while its target is stalled.
+
+The race this guards against (seen on a real cluster: 4 and 6 duplicates in two runs, one
+source event written twice 7 ms apart): `Recreate` keeps worker pods apart only during a
+rollout. A deleted pod's replacement starts at once, while the old pod keeps replaying during
+its grace period; the new pod's after-crash dedup listing ran before the old pod's writes
+landed, so it wrote them again. With the worker's Lease the replacement waits until the old
+pod released it (after its last write), then lists and finds every marker.
+
+In-process sync (no Kafka: that is where it happened), Airflow 3.3 to Airflow 3.3. The
+target's API server is SIGSTOPped, so the old pod's writes hang, then SIGCONTed once the
+replacement pod exists.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from typing import Any
+
+import pytest
+
+from cluster_cases import pods
+from cluster_cases.pods import restricted_namespace
+from operator_cases import live
+from packaging_cases.release import Release
+from reliability_cases.stream import Verdict, await_verdict, delivery, note, source_ids
+from rig.airflow import AirflowInstance, AssetPool
+from rig.cluster import ClusterRig
+
+pytestmark = [pytest.mark.rig, pytest.mark.slow]
+
+EVENTS = 30
+SYNC = "lease-race"
+
+
+def _selector(sync: str) -> str:
+    return f"app.kubernetes.io/component=worker,app.kubernetes.io/instance={sync}"
+
+
+def _suspend(cluster: ClusterRig, namespace: str, suspend: bool) -> None:
+    patch = json.dumps({"spec": {"suspend": suspend}})
+    cluster.kubectl("-n", namespace, "patch", "aas", SYNC, "--type=merge", "-p", patch)
+
+
+def _live_pods(cluster: ClusterRig, namespace: str) -> list[dict[str, Any]]:
+    return [
+        p
+        for p in pods.pods(cluster, namespace, _selector(SYNC))
+        if not p["metadata"].get("deletionTimestamp")
+    ]
+
+
+def _running(pod: dict[str, Any]) -> bool:
+    statuses = pod.get("status", {}).get("containerStatuses") or []
+    return any("running" in (s.get("state") or {}) for s in statuses)
+
+
+def test_pod_deleted_while_the_target_stalls_writes_each_event_once(
+    cluster: ClusterRig,
+    operator_release: Release,
+    airflow3: AirflowInstance,
+    airflow3b: AirflowInstance,
+    assets: AssetPool,
+) -> None:
+    ns = restricted_namespace(cluster, "lease-race")
+    (uri,) = assets.take(1)
+    for name, instance in (("src", airflow3), ("dst", airflow3b)):
+        cluster.kubectl(
+            "-n", ns, "create", "secret", "generic", name,
+            f"--from-literal=username={instance.username}",
+            f"--from-literal=password={instance.password}",
+        )  # fmt: skip
+    sync = {
+        "apiVersion": "airflow-asset-sync.github.io/v1alpha1",
+        "kind": "AirflowAssetSync",
+        "metadata": {"name": SYNC, "namespace": ns},
+        "spec": {
+            "source": {"url": airflow3.pods_url, "auth": {"password": {"secretName": "src"}}},
+            "targets": [
+                {
+                    "name": "t",
+                    "url": airflow3b.pods_url,
+                    "auth": {"password": {"secretName": "dst"}},
+                }
+            ],
+            "assets": {"include": [{"glob": uri}]},
+            "pollInterval": "500ms",
+            "startFrom": "latest",
+        },
+    }
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(sync))
+    cluster.wait_for("--for=condition=Ready", f"aas/{SYNC}", namespace=ns, timeout_s=180)
+    pods.one_ready_pod(cluster, ns, _selector(SYNC))  # checkpoint initialised ("latest")
+
+    _suspend(cluster, ns, True)
+    live.wait_for(lambda: not pods.pods(cluster, ns, _selector(SYNC)), what="no pod", timeout_s=120)
+    for n in range(EVENTS):
+        airflow3.create_event(uri, {"n": n})
+
+    api = airflow3b.servers[0]
+    api.kill(signal.SIGSTOP)  # the target stalls: writes hang instead of failing
+    try:
+        _suspend(cluster, ns, False)
+        first = live.wait_for(
+            lambda: next((p for p in _live_pods(cluster, ns) if _running(p)), None),
+            what="the worker pod running",
+            timeout_s=120,
+        )
+        time.sleep(3)  # it read the 30 events and its first write hangs in the target
+        cluster.kubectl("-n", ns, "delete", "pod", first["metadata"]["name"], "--wait=false")
+        second = live.wait_for(
+            lambda: next(
+                (
+                    p
+                    for p in _live_pods(cluster, ns)
+                    if p["metadata"]["uid"] != first["metadata"]["uid"] and _running(p)
+                ),
+                None,
+            ),
+            what="the ReplicaSet's replacement pod running",
+            timeout_s=120,
+        )
+        time.sleep(2)  # the replacement is up: without the Lease it would list and write now
+    finally:
+        api.kill(signal.SIGCONT)
+
+    verdict = await_verdict(airflow3, airflow3b, [uri], airflow3.pods_url, timeout_s=180)
+    assert verdict.ok, verdict.summary()
+    time.sleep(5)  # a late duplicate would land about now
+    final = Verdict.of(source_ids(airflow3, [uri]), delivery(airflow3b, [uri], airflow3.pods_url))
+    new_log = pods.logs(cluster, ns, second["metadata"]["name"])
+    note(
+        "lease-pod-delete-stalled-target",
+        events=final.expected,
+        lost=len(final.lost),
+        duplicated=len(final.duplicated),
+        replacement_waited_for_lease="lease held by another worker" in new_log,
+    )
+    assert final.expected == EVENTS
+    assert final.ok, final.summary()
+    assert "lease acquired" in new_log, new_log[-3000:]
