@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 from typing import Any
 
 import pytest
@@ -55,6 +54,11 @@ def _live_pods(cluster: ClusterRig, namespace: str) -> list[dict[str, Any]]:
 def _running(pod: dict[str, Any]) -> bool:
     statuses = pod.get("status", {}).get("containerStatuses") or []
     return any("running" in (s.get("state") or {}) for s in statuses)
+
+
+def _published(cluster: ClusterRig, namespace: str) -> int:
+    sync = live.get(cluster, pods.AAS, SYNC, namespace) or {}
+    return int(((sync.get("status") or {}).get("source") or {}).get("eventsPublished", 0))
 
 
 def test_pod_deleted_while_the_target_stalls_writes_each_event_once(
@@ -108,7 +112,12 @@ def test_pod_deleted_while_the_target_stalls_writes_each_event_once(
             what="the worker pod running",
             timeout_s=120,
         )
-        time.sleep(3)  # it read the 30 events and its first write hangs in the target
+        # It read the 30 events (its status says so) and its first write hangs in the target.
+        live.wait_for(
+            lambda: _published(cluster, ns) >= EVENTS,
+            what=f"the first pod to publish the {EVENTS} events",
+            timeout_s=60,
+        )
         cluster.kubectl("-n", ns, "delete", "pod", first["metadata"]["name"], "--wait=false")
         second = live.wait_for(
             lambda: next(
@@ -122,13 +131,26 @@ def test_pod_deleted_while_the_target_stalls_writes_each_event_once(
             what="the ReplicaSet's replacement pod running",
             timeout_s=120,
         )
-        time.sleep(2)  # the replacement is up: without the Lease it would list and write now
+        # The replacement is up and waits for the old pod's Lease (without one it would list
+        # the target and write right now).
+        live.wait_for(
+            lambda: (
+                "lease held by another worker" in pods.logs(cluster, ns, second["metadata"]["name"])
+            ),
+            what="the replacement to wait for the Lease",
+            timeout_s=60,
+        )
     finally:
         api.kill(signal.SIGCONT)
 
     verdict = await_verdict(airflow3, airflow3b, [uri], airflow3.pods_url, timeout_s=180)
     assert verdict.ok, verdict.summary()
-    time.sleep(5)  # a late duplicate would land about now
+    # The old pod's container is gone (the kubelet reported it): nothing of it can still write.
+    live.wait_for(
+        lambda: live.get(cluster, "pod", first["metadata"]["name"], ns) is None,
+        what="the deleted pod gone",
+        timeout_s=120,
+    )
     final = Verdict.of(source_ids(airflow3, [uri]), delivery(airflow3b, [uri], airflow3.pods_url))
     new_log = pods.logs(cluster, ns, second["metadata"]["name"])
     note(
@@ -136,7 +158,6 @@ def test_pod_deleted_while_the_target_stalls_writes_each_event_once(
         events=final.expected,
         lost=len(final.lost),
         duplicated=len(final.duplicated),
-        replacement_waited_for_lease="lease held by another worker" in new_log,
     )
     assert final.expected == EVENTS
     assert final.ok, final.summary()

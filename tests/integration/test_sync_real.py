@@ -12,12 +12,13 @@ import secrets
 import signal
 import threading
 import time
+from collections import Counter
 from typing import Any
 
 import pytest
 
 from rig.airflow import CONSUMED, NEW_BUCKET, OLD_BUCKET, AirflowInstance, AssetPool
-from rig.sync import await_delivery, marker_counts, sync_manifests
+from rig.sync import MARKER, await_delivery, marker_counts, sync_manifests
 
 pytestmark = [pytest.mark.rig, pytest.mark.slow]
 
@@ -290,3 +291,34 @@ def test_sigterm_finishes_in_flight_work_and_a_restart_loses_nothing(
     for secret_value in (airflow2.password, airflow3.password):
         assert secret_value not in proc.log()
         assert secret_value not in str(proc.metrics())
+
+
+def test_two_syncs_between_the_same_instances_each_deliver_once(
+    airflow3: AirflowInstance, airflow3b: AirflowInstance, assets: AssetPool, sync_runner: Any
+) -> None:
+    """The rule for two syncs with one source and one target: each delivers each event once
+    (the sync is part of the dedup key), also across a restart, where the restart check sees
+    the other sync's copies and must not take them for its own."""
+    (uri,) = assets.take(1)
+    first = sync_runner(sync_manifests("pair-one", airflow3, [("t", airflow3b)], include=[uri]))
+    second = sync_runner(
+        sync_manifests("pair-two", airflow3, [("t", airflow3b)], include=[uri]), name="two"
+    )
+    created = {airflow3.create_event(uri, {"n": n})["id"] for n in range(4)}
+
+    def copies() -> Counter[tuple[int, str]]:
+        counted: Counter[tuple[int, str]] = Counter()
+        for event in airflow3b.events(uri):
+            marker = event["extra"].get(MARKER)
+            if isinstance(marker, dict) and marker.get("origin") == airflow3.url:
+                counted[(int(marker["event_id"]), marker["sync"])] += 1
+        return counted
+
+    expected = {(i, s): 1 for i in created for s in ("tests/pair-one", "tests/pair-two")}
+    _await(lambda: copies() == expected, "one copy per sync of every event")
+    second.kill()  # SIGKILL, then a restart: its first deliveries are checked in the target
+    second.restart()
+    more = {airflow3.create_event(uri, {"n": n})["id"] for n in range(4, 6)}
+    expected |= {(i, s): 1 for i in more for s in ("tests/pair-one", "tests/pair-two")}
+    _await(lambda: copies() == expected, "one copy per sync after the restart")
+    assert first.metric("aas_events_deduplicated_total") == 0

@@ -640,11 +640,21 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterRig]:
         rig.stop()
 
 
-def provision() -> dict[str, str]:
-    """Build the cluster's binaries and images (``python -m rig.provision cluster``)."""
+def provision_binaries() -> None:
+    """kubelet, controllers, kube-proxy and CoreDNS (CPU-bound Go builds)."""
     gobuild.kubernetes_node()
     gobuild.coredns()
+
+
+def provision_images() -> dict[str, str]:
+    """The pause, base and project images (mostly downloads and dpkg: overlaps a Go build)."""
     workdir = Path(os.environ.get("TMPDIR", "/tmp")) / "aas-rig-provision"
     workdir.mkdir(parents=True, exist_ok=True)
     with images.docker_daemon(workdir):
         return images.build_all()
+
+
+def provision() -> dict[str, str]:
+    """Build the cluster's binaries and images (``python -m rig.provision cluster``)."""
+    provision_binaries()
+    return provision_images()

@@ -82,9 +82,17 @@ class Marker(BaseModel):
     sync: str
 
     @property
-    def key(self) -> tuple[str, int]:
-        """Dedup key: the same source event from the same origin is the same event."""
-        return (self.origin, self.event_id)
+    def key(self) -> tuple[str, int, str]:
+        """Dedup key: one source event (origin, id) as delivered by one sync.
+
+        The sync is part of it on purpose. Dedup only ever looks at a few pages of the
+        target's newest events, so a key without the sync made a second sync between the
+        same instances skip some of the first one's events and copy the rest. With the sync
+        in the key the rule is whole: each sync delivers each matching event once, and two
+        syncs between the same instances are two deliveries (edit a sync instead of
+        replacing it: its offsets carry over).
+        """
+        return (self.origin, self.event_id, self.sync)
 
     @classmethod
     def from_extra(cls, extra: dict[str, Any] | None) -> Self | None:

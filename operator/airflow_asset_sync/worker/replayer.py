@@ -69,7 +69,8 @@ from airflow_asset_sync.worker.transport import Delivery, Subscription
 
 log = logging.getLogger(__name__)
 
-Key = tuple[str, int]
+#: (origin, source event id, sync): see `Marker.key`.
+Key = tuple[str, int, str]
 Check = Literal["cached", "fresh"] | None
 
 TRANSIENT_BACKOFF = BackoffPolicy(initial=0.5, maximum=30.0)
@@ -246,7 +247,7 @@ class Replayer:
         self, envelope: Envelope, uri: str, suspect: bool, stop: asyncio.Event
     ) -> bool:
         """Write one event (or decide not to); False only when stopped before that."""
-        key: Key = (envelope.origin, envelope.event.id)
+        key: Key = (envelope.origin, envelope.event.id, envelope.sync)
         if key in self._recent:
             self._recent.move_to_end(key)
             self._deduplicated(envelope, uri, "recently written")

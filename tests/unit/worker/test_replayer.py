@@ -494,3 +494,34 @@ async def test_suspect_window_ends_after_commit_batch_deliveries() -> None:
 async def test_envelope_target_extra_survives_serialisation() -> None:
     env = envelope(source_event(3, extra={"a": 1}))
     assert Envelope.from_bytes(env.to_bytes()).target_extra() == env.target_extra()
+
+
+async def test_another_syncs_copies_do_not_count_as_this_syncs_deliveries() -> None:
+    """The dedup key is (origin, event id, sync): a second sync between the same instances
+    delivers its own copy of every event, even where the restart check sees the first sync's
+    copies (before, it skipped those few and copied the rest: dedup in part only)."""
+    server = FakeAirflow(api_version="v2")
+    server.add_asset("s3://b/x")
+    events = [source_event(n) for n in range(1, 5)]
+    first = Rig(server=server)
+    await first.replayer.replay(
+        deliveries([envelope(e, sync="ns/old") for e in events]), first.stop
+    )
+
+    second = Rig(server=server)  # fresh: its first deliveries are checked against the target
+    batch = deliveries([envelope(e, sync="ns/new") for e in events])
+    assert await second.replayer.replay(batch, second.stop) == batch
+
+    by_sync: dict[str, list[int]] = {}
+    for marker in second.markers():
+        by_sync.setdefault(marker.sync, []).append(marker.event_id)
+    assert {k: sorted(v) for k, v in by_sync.items()} == {
+        "ns/old": [1, 2, 3, 4],
+        "ns/new": [1, 2, 3, 4],
+    }
+    assert second.status.events_deduplicated == 0
+
+    third = Rig(server=server)  # ns/new restarted: its own copies are found, nothing doubles
+    assert await third.replayer.replay(batch, third.stop) == batch
+    assert third.status.events_deduplicated == 4
+    assert len(third.written()) == 8
