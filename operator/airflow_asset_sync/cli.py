@@ -18,18 +18,42 @@ from collections.abc import Sequence
 
 from airflow_asset_sync import __version__
 
+#: `run`'s metrics and health port. Not 8080: that is Airflow's own webserver/api-server port
+#: (and 8793/8794 its log servers, 5555 flower), and `run` usually shares a host with Airflow.
+RUN_METRICS_PORT = 9108
+#: The `worker`'s port inside its pod; `resources.naming.METRICS_PORT` (the port the operator's
+#: Deployment declares and probes) must equal it. A unit test keeps them equal; the pod has
+#: its own network namespace, so Airflow's 8080 is no concern there.
+WORKER_METRICS_PORT = 8080
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, except where there is none worth showing."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False) or action.required:
+            return action.help
+        return super()._get_help_string(action)
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="airflow-asset-sync", description=__doc__.split("\n\n")[0]
+        prog="airflow-asset-sync",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=_HelpFormatter,
     )
-    parser.add_argument("--log-format", choices=["text", "json"], default="text")
-    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument(
+        "--log-format", choices=["text", "json"], default="text", help="log line format"
+    )
+    parser.add_argument("--log-level", default="INFO", help="log level")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    sub.add_parser("version", help="print the version")
+    def add(name: str, text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=text, description=text, formatter_class=_HelpFormatter)
 
-    op = sub.add_parser("operator", help="run the controller")
+    add("version", "print the version")
+
+    op = add("operator", "run the controller")
     scope = op.add_mutually_exclusive_group()
     scope.add_argument(
         "--namespace",
@@ -51,26 +75,50 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="peering priority: the live replica with the highest one acts (default: random)",
     )
-    op.add_argument("--liveness-port", type=int, default=8080)
-    op.add_argument("--metrics-port", type=int, default=9090)
+    op.add_argument(
+        "--liveness-port", type=int, default=8080, help="kopf's liveness endpoint (/healthz)"
+    )
+    op.add_argument("--metrics-port", type=int, default=9090, help="Prometheus metrics")
 
-    wk = sub.add_parser("worker", help="run one sync's worker (inside its pod)")
-    wk.add_argument("--namespace", required=True)
-    wk.add_argument("--name", required=True)
-    wk.add_argument("--metrics-port", type=int, default=8080)
+    wk = add("worker", "run one sync's worker (inside its pod)")
+    wk.add_argument("--namespace", required=True, help="the AirflowAssetSync's namespace")
+    wk.add_argument("--name", required=True, help="the AirflowAssetSync's name")
+    wk.add_argument(
+        "--metrics-port",
+        type=int,
+        default=WORKER_METRICS_PORT,
+        help="/metrics, /healthz and /readyz on all interfaces (the pod's probes use it)",
+    )
 
-    run = sub.add_parser("run", help="run one sync without Kubernetes")
+    run = add(
+        "run",
+        "run one sync without Kubernetes; SIGTERM or Ctrl-C stops it after in-flight writes",
+    )
     run.add_argument(
         "-f",
         "--filename",
         required=True,
         help="YAML with one AirflowAssetSync (and optionally its Secrets)",
     )
-    run.add_argument("--state", default="airflow-asset-sync-state.json", help="offsets file")
-    run.add_argument("--metrics-port", type=int, default=8080)
+    run.add_argument(
+        "--state",
+        default="airflow-asset-sync-state.json",
+        help="offsets file (JSON), created if missing; keep it to resume where the sync stopped",
+    )
+    run.add_argument(
+        "--metrics-port",
+        type=int,
+        default=RUN_METRICS_PORT,
+        help="/metrics, /healthz and /readyz (0 picks a free port)",
+    )
+    run.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        help="address the metrics port listens on (0.0.0.0 for a Prometheus on another host)",
+    )
 
-    check = sub.add_parser("check", help="validate a sync manifest")
-    check.add_argument("-f", "--filename", required=True)
+    check = add("check", "validate a sync manifest")
+    check.add_argument("-f", "--filename", required=True, help="YAML as for run")
     check.add_argument(
         "--connect", action="store_true", help="also log in to every Airflow endpoint"
     )
@@ -100,7 +148,12 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     if args.command == "run":
         sys.exit(
-            app.run_standalone(args.filename, state=args.state, metrics_port=args.metrics_port)
+            app.run_standalone(
+                args.filename,
+                state=args.state,
+                metrics_port=args.metrics_port,
+                metrics_host=args.metrics_host,
+            )
         )
     if args.command == "worker":
         sys.exit(app.run_in_cluster(args.namespace, args.name, metrics_port=args.metrics_port))

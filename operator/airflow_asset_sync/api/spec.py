@@ -334,11 +334,21 @@ class SyncObject(BaseModel):
     metadata: dict[str, object]
     spec: SyncSpec
 
-    @model_validator(mode="after")
-    def _kind(self) -> Self:
-        if self.kind != KIND or self.api_version != API_VERSION:
-            raise ValueError(f"expected {API_VERSION} {KIND}, got {self.api_version} {self.kind}")
-        return self
+    # Field validators, not one model validator: an error then names its field
+    # (`apiVersion: expected ...`) instead of an empty path.
+    @field_validator("api_version")
+    @classmethod
+    def _api_version(cls, value: str) -> str:
+        if value != API_VERSION:
+            raise ValueError(f"expected {API_VERSION!r} for kind {KIND}, got {value!r}")
+        return value
+
+    @field_validator("kind")
+    @classmethod
+    def _kind(cls, value: str) -> str:
+        if value != KIND:
+            raise ValueError(f"expected {KIND!r}, got {value!r}")
+        return value
 
     @property
     def ref(self) -> ObjectRef:

@@ -64,6 +64,41 @@ class SourceStatus(StatusModel):
     last_error: str | None = None
 
 
+class ParkedEvent(StatusModel):
+    """One event waiting for its asset to exist in the target: what is needed to write it.
+
+    ``origin``, ``sync``, ``id`` and ``timestamp`` rebuild the marker; ``extra`` is the
+    source's ``extra`` as JSON text (a string, so the CRD's status schema stays structural
+    and prunes nothing; the marker is added when written); ``parked_at`` is when it was
+    parked (the maximum age is measured from it).
+    """
+
+    id: int
+    origin: str
+    sync: str
+    timestamp: datetime
+    extra: str = "{}"
+    parked_at: datetime
+
+
+class ParkedAsset(StatusModel):
+    """Events of one target asset (the URI as written, after rewrite rules) parked in order."""
+
+    uri: str
+    count: int = 0
+    #: Source time of the oldest parked event, and when it was parked.
+    oldest_event_time: datetime | None = None
+    parked_since: datetime | None = None
+    events: list[ParkedEvent] = Field(default_factory=list)
+
+    def refresh(self) -> None:
+        """Recompute the summary fields from ``events``."""
+        self.count = len(self.events)
+        first = self.events[0] if self.events else None
+        self.oldest_event_time = first.timestamp if first else None
+        self.parked_since = min((e.parked_at for e in self.events), default=None)
+
+
 class TargetStatus(StatusModel):
     name: str
     api_version: Literal["v1", "v2"] | None = None
@@ -75,6 +110,10 @@ class TargetStatus(StatusModel):
     events_failed: int = 0
     lag_seconds: float | None = None
     unknown_assets: list[str] = Field(default_factory=list)
+    #: Events parked per unknown asset (``onUnknownAsset: retry``), durable here until
+    #: written: see `worker.parking`.
+    parked: list[ParkedAsset] = Field(default_factory=list)
+    parked_events: int = 0
     last_error: str | None = None
 
 

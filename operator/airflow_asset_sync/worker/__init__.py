@@ -7,6 +7,7 @@ protocols in `transport`, `offsets` and `clients.airflow.base`):
 - `filters`: `spec.assets` include/exclude/sourceDagIds.
 - `poller`: cursor -> loop prevention -> filters -> publish -> checkpoint.
 - `replayer`: one per target: deliveries -> target Airflow -> commit, with dedup.
+- `parking`: events of assets the target does not know yet, kept per asset in the status.
 - `channel`: the in-process transport for standalone mode.
 - `offsets`: where checkpoint and counters are kept (`FileOffsetStore` standalone).
 - `metrics`, `health`: Prometheus metrics, probes, and their HTTP endpoint.

@@ -19,6 +19,7 @@ old one is still stopping waits instead of writing beside it. Standalone there i
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import signal
 import time
@@ -40,7 +41,7 @@ from airflow_asset_sync.worker.channel import InProcessChannel
 from airflow_asset_sync.worker.clock import SystemClock
 from airflow_asset_sync.worker.health import Health
 from airflow_asset_sync.worker.lease import FencedOffsetStore, LeaseHolder, LeaseStore, new_identity
-from airflow_asset_sync.worker.metrics import WorkerMetrics, start_metrics_server
+from airflow_asset_sync.worker.metrics import MetricsServer, WorkerMetrics, start_metrics_server
 from airflow_asset_sync.worker.offsets import FileOffsetStore, OffsetStore
 from airflow_asset_sync.worker.pipeline import SyncWorker
 from airflow_asset_sync.worker.transport import Delivery, Publisher, Subscription
@@ -52,14 +53,31 @@ class BadManifest(ValueError):
     """The YAML does not hold exactly one valid AirflowAssetSync; the message says why."""
 
 
+class PortInUse(RuntimeError):
+    """The metrics port cannot be bound; the message names the flag that chooses another."""
+
+
+def field_path(loc: Sequence[int | str], prefix: str = "") -> str:
+    """A field as a user wrote it: camelCase, dotted, list indexes in brackets
+    (`spec.targets[0].auth`), the one spelling every message uses."""
+    path = prefix
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else str(part)
+    return path
+
+
 def describe_validation_error(exc: ValidationError, prefix: str = "spec") -> str:
     """One line per problem, naming the field as a user wrote it (camelCase path)."""
     lines = []
-    for err in exc.errors():
-        path = prefix
-        for part in err["loc"]:
-            path += f"[{part}]" if isinstance(part, int) else f".{part}"
-        lines.append(f"{path}: {err['msg']}")
+    for err in exc.errors(include_url=False):
+        message = err["msg"]
+        if err["type"] == "value_error":  # "Value error, <our text>": the text says it all
+            message = str(err.get("ctx", {}).get("error", message))
+        path = field_path(err["loc"], prefix)
+        lines.append(f"{path}: {message}" if path else message)
     return "\n".join(lines)
 
 
@@ -134,14 +152,12 @@ async def _run(
     lease_store: LeaseStore | None = None,
 ) -> None:
     logs.register_secrets(resolved.secrets())
-    publisher, subscriptions = _transport(sync, resolved)
+    publisher, subscriptions = _transport(sync, resolved)  # built, not started
     metrics = WorkerMetrics()
     health = Health(
         monotonic=time.monotonic, ready_after=max(60.0, 3 * sync.spec.poll_interval_seconds)
     )
-    server = start_metrics_server(
-        metrics=metrics, health=health, port=metrics_port, host=metrics_host
-    )
+    server = _serve_metrics(metrics, health, port=metrics_port, host=metrics_host)
     lease = None
     if lease_store is not None:
         lease = _lease_holder(lease_store, sync, metrics, health)
@@ -175,6 +191,23 @@ async def _run(
     finally:
         server.close()
     log.info("sync stopped", extra={"sync": str(sync.ref)})
+
+
+def _serve_metrics(
+    metrics: WorkerMetrics, health: Health, *, port: int, host: str
+) -> MetricsServer:
+    """Start the metrics/probe server, or raise `PortInUse` naming `--metrics-port`."""
+    try:
+        return start_metrics_server(metrics=metrics, health=health, port=port, host=host)
+    except OSError as exc:
+        if exc.errno not in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL):
+            raise
+        reason = exc.strerror or str(exc)
+        verb = "is in use" if exc.errno == errno.EADDRINUSE else "cannot be bound"
+        raise PortInUse(
+            f"--metrics-port {port} {verb} on {host} ({reason});"
+            " choose another with --metrics-port",
+        ) from None
 
 
 def _lease_holder(
@@ -226,17 +259,24 @@ def run_standalone(
         sync, secrets = load_manifests(filename)
         resolved = creds.from_manifests(sync.spec, secrets)
     except (BadManifest, creds.MissingCredential) as exc:
+        for line in str(exc).splitlines():
+            log.error("cannot start: %s", line)
+        return 2
+    for warning in auth_warnings(sync.spec):
+        log.warning("%s", warning)
+    try:
+        asyncio.run(
+            _run(
+                sync,
+                resolved,
+                FileOffsetStore(state),
+                metrics_port=metrics_port,
+                metrics_host=metrics_host,
+            )
+        )
+    except PortInUse as exc:
         log.error("cannot start: %s", exc)
         return 2
-    asyncio.run(
-        _run(
-            sync,
-            resolved,
-            FileOffsetStore(state),
-            metrics_port=metrics_port,
-            metrics_host=metrics_host,
-        )
-    )
     return 0
 
 
@@ -257,8 +297,11 @@ def run_in_cluster(namespace: str, name: str, *, metrics_port: int) -> int:
         sync = parse_sync(body)
         resolved = creds.from_env(sync.spec)
     except (BadManifest, creds.MissingCredential) as exc:
-        log.error("cannot start: %s", exc)
+        for line in str(exc).splitlines():
+            log.error("cannot start: %s", line)
         return 2
+    for warning in auth_warnings(sync.spec):
+        log.warning("%s", warning)
     store = StatusOffsetStore(kube, ObjectRef(namespace=namespace, name=name))
     lease_store = KubeLeaseStore(
         kube,
@@ -274,16 +317,20 @@ def run_in_cluster(namespace: str, name: str, *, metrics_port: int) -> int:
             "uid": body["metadata"]["uid"],
         },
     )
-    asyncio.run(
-        _run(
-            sync,
-            resolved,
-            store,
-            metrics_port=metrics_port,
-            metrics_host="0.0.0.0",  # noqa: S104
-            lease_store=lease_store,
+    try:
+        asyncio.run(
+            _run(
+                sync,
+                resolved,
+                store,
+                metrics_port=metrics_port,
+                metrics_host="0.0.0.0",  # noqa: S104
+                lease_store=lease_store,
+            )
         )
-    )
+    except PortInUse as exc:
+        log.error("cannot start: %s", exc)
+        return 2
     return 0
 
 
@@ -293,13 +340,30 @@ def check(filename: str, *, connect_endpoints: bool = False) -> int:
         sync, secrets = load_manifests(filename)
         resolved = creds.from_manifests(sync.spec, secrets)
     except (BadManifest, creds.MissingCredential) as exc:
-        print(f"invalid: {exc}")
+        for line in str(exc).splitlines():
+            print(f"invalid: {line}")
         return 2
     targets = ", ".join(t.name for t in sync.spec.targets)
     print(f"ok: {sync.ref}: {sync.spec.source.identity} -> {targets}")
+    for warning in auth_warnings(sync.spec):
+        print(f"warning: {warning}")
     if not connect_endpoints:
         return 0
     return asyncio.run(_check_endpoints(sync.spec, resolved))
+
+
+def auth_warnings(spec: SyncSpec) -> list[str]:
+    """One warning per endpoint without `auth`: legitimate only for an Airflow that allows
+    anonymous API access, and otherwise a 401/403 at the first request."""
+    endpoints: list[tuple[str, Endpoint]] = [("spec.source", spec.source)]
+    endpoints += [(f"spec.targets[{i}]", t) for i, t in enumerate(spec.targets)]
+    return [
+        f"{path}: no auth for {endpoint.identity}; requests are sent without credentials,"
+        " which only an Airflow that allows anonymous API access accepts (add auth: basic for"
+        " 2.x, password for 3.x, or token)"
+        for path, endpoint in endpoints
+        if endpoint.auth is None
+    ]
 
 
 async def _check_endpoints(spec: SyncSpec, resolved: creds.ResolvedCredentials) -> int:

@@ -6,8 +6,8 @@ names, so the two sides cannot disagree. In standalone mode (`airflow-asset-sync
 same YAML a user would `kubectl apply` may carry the Secrets too; `from_manifests` reads
 those, falling back to the env names so a secret need not be written into a file.
 
-A missing value is a `MissingCredential` naming the Secret, the key and the spec field,
-never the value of anything.
+A missing value is a `MissingCredential` naming the spec field, the Secret (and whether the
+Secret itself or only its key is missing) and the env fallback, never the value of anything.
 """
 
 from __future__ import annotations
@@ -58,17 +58,18 @@ class ResolvedCredentials:
 
 
 Lookup = Callable[[refs.EnvCredential], str | None]
+#: What is missing when `Lookup` found nothing, for the message (never a value).
+Missing = Callable[[refs.EnvCredential], str]
 
 
-def _assemble(spec: SyncSpec, lookup: Lookup, ca_files: Mapping[str, str]) -> ResolvedCredentials:
+def _assemble(
+    spec: SyncSpec, lookup: Lookup, ca_files: Mapping[str, str], missing: Missing
+) -> ResolvedCredentials:
     values: dict[str, str] = {}
     for ref in refs.env_credentials(spec):
         value = lookup(ref)
         if value is None:
-            raise MissingCredential(
-                f"{ref.field_path}: Secret {ref.secret_name!r} has no key {ref.key!r} "
-                f"(and env {ref.env_name} is not set)"
-            )
+            raise MissingCredential(f"{ref.field_path}: {missing(ref)}")
         values[ref.env_name] = value
 
     def creds(env: Callable[[naming.CredentialField], str]) -> Credentials:
@@ -107,7 +108,14 @@ def from_env(spec: SyncSpec, environ: Mapping[str, str] | None = None) -> Resolv
     """Worker pod: values from env, CA bundles from the files the operator mounted."""
     env = os.environ if environ is None else environ
     ca_files = {_role(b): str(Path(b.mount_dir) / "ca.crt") for b in refs.ca_bundles(spec)}
-    return _assemble(spec, lambda ref: env.get(ref.env_name), ca_files)
+
+    def missing(ref: refs.EnvCredential) -> str:
+        return (
+            f"env {ref.env_name} is not set (it should hold key {ref.key!r} of Secret"
+            f" {ref.secret_name!r})"
+        )
+
+    return _assemble(spec, lambda ref: env.get(ref.env_name), ca_files, missing)
 
 
 def _secret_data(secret: Mapping[str, Any]) -> dict[str, str]:
@@ -139,15 +147,31 @@ def from_manifests(
         found = by_name.get(ref.secret_name, {}).get(ref.key)
         return found if found is not None else env.get(ref.env_name)
 
+    def absent(secret_name: str, key: str) -> str:
+        if secret_name not in by_name:
+            return f"Secret {secret_name!r} not found in the file"
+        return f"Secret {secret_name!r} has no key {key!r}"
+
+    env_names: dict[str, list[str]] = {}
+    for ref in refs.env_credentials(spec):
+        env_names.setdefault(ref.field_path, []).append(ref.env_name)
+
+    def missing(ref: refs.EnvCredential) -> str:
+        text = f"{absent(ref.secret_name, ref.key)}, and env {ref.env_name} is not set"
+        if ref.secret_name in by_name:
+            return text
+        return f"{text} (add the Secret, or set {' and '.join(env_names[ref.field_path])})"
+
     ca_files: dict[str, str] = {}
     for bundle in refs.ca_bundles(spec):
         data = by_name.get(bundle.secret_name, {}).get(bundle.key)
         if data is None:
             raise MissingCredential(
-                f"{bundle.field_path}: Secret {bundle.secret_name!r} has no key {bundle.key!r}"
+                f"{bundle.field_path}: {absent(bundle.secret_name, bundle.key)}"
+                " (a CA bundle is read from the file only)"
             )
         folder = workdir or Path(tempfile.mkdtemp(prefix="aas-ca-"))
         path = folder / f"{bundle.volume_name}.crt"
         path.write_text(data)
         ca_files[_role(bundle)] = str(path)
-    return _assemble(spec, lookup, ca_files)
+    return _assemble(spec, lookup, ca_files, missing)

@@ -79,7 +79,7 @@ class WorkerMetrics:
         self.events_skipped = Counter(
             f"{PREFIX}_events_skipped",
             "Deliveries committed without a write: reason=unknown_asset (policy skip), "
-            "foreign (not an airflow-asset-sync message)",
+            "foreign (not an airflow-asset-sync message), parked_expired (parked too long)",
             ["target", "reason"],
             registry=r,
         )
@@ -109,7 +109,19 @@ class WorkerMetrics:
         )
         self.lag_seconds = Gauge(
             f"{PREFIX}_lag_seconds",
-            "Now minus the source time of the event last replayed",
+            "Now minus the source time of the oldest event being replayed; 0 when idle",
+            ["target"],
+            registry=r,
+        )
+        self.parked_events = Gauge(
+            f"{PREFIX}_parked_events",
+            "Events parked because the target does not know their asset yet (policy retry)",
+            ["target"],
+            registry=r,
+        )
+        self.parked_oldest_age = Gauge(
+            f"{PREFIX}_parked_oldest_age_seconds",
+            "Seconds since the oldest parked event of the target was parked; 0 when none",
             ["target"],
             registry=r,
         )

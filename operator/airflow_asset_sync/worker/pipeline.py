@@ -5,11 +5,12 @@ a publisher and one subscription per target (Kafka, or `channel.InProcessChannel
 `OffsetStore`. It never imports an HTTP, Kafka or Kubernetes library itself.
 
 Status: the poller saves the checkpoint after each publish (that is the cursor; it must be
-durable). Counters, lag and last-poll times are flushed every `status_interval` and at stop,
-not per event: in a cluster every save is a PATCH to the API server. A flush is skipped when
-nothing changed since the last successful one (an idle sync would otherwise patch its status
-every 10 s), except that `lastPollTime` alone is refreshed every `poll_time_refresh`, so a
-quiet sync still shows it polls.
+durable), and a replayer saves its target's status before it commits a delivery it parked
+(parked events live there; see `parking`). Counters, lag and last-poll times are flushed
+every `status_interval` and at stop, not per event: in a cluster every save is a PATCH to
+the API server. A flush is skipped when nothing changed since the last successful one (an
+idle sync would otherwise patch its status every 10 s), except that `lastPollTime` alone is
+refreshed every `poll_time_refresh`, so a quiet sync still shows it polls.
 
 Graceful stop (SIGTERM from the kubelet, Ctrl-C locally), in this order:
 
@@ -303,6 +304,9 @@ class SyncWorker:
             metrics=self.metrics,
             options=self._options.replayer,
             fence=self._fence,
+            # Parked events must be stored before the delivery that carried them is
+            # committed: the replayer saves its target status itself for that.
+            save=self._store.save_target,
         )
         log.info(
             "replaying into target",

@@ -16,9 +16,13 @@ Outcomes per delivery:
 
 - written: ``extra`` = source extra + our marker (`Envelope.target_extra`), counted replayed;
 - not ours (``envelope is None``: not JSON, unknown schema): counted skipped, committed;
-- asset unknown to the target (404): policy ``retry`` backs off and retries until the asset
-  exists (the migration case: the consuming DAG is deployed later), listing the URI in
-  ``unknownAssets``; policy ``skip`` counts it skipped and commits;
+- asset unknown to the target (404): policy ``retry`` *parks* the event (see `parking`):
+  it is saved in the target's status, then committed, and every other asset keeps flowing;
+  later events of that asset are parked behind it, so each asset stays in order. A
+  background task probes each parked asset with back-off (one request per asset, not per
+  event) and, once the asset exists, writes its parked events in order, exactly once (the
+  target is checked for markers first after a restart). The URI is listed in
+  ``unknownAssets`` meanwhile. Policy ``skip`` counts the event skipped and commits;
 - unavailable (5xx, timeouts, connection errors): back off and retry, never commit;
 - authentication failed: back off and retry (a person must fix the Secret; events wait);
 - rejected (other 4xx): retried a few times, then counted failed, logged and committed, since
@@ -45,10 +49,12 @@ deliveries are checked against the target again, as after a restart.
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 from collections import OrderedDict
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Literal
 
 from airflow_asset_sync.api.events import Envelope, Marker
@@ -61,10 +67,11 @@ from airflow_asset_sync.clients.airflow.base import (
     BadRequest,
     EventQuery,
 )
-from airflow_asset_sync.worker.backoff import BackoffPolicy
+from airflow_asset_sync.worker.backoff import Backoff, BackoffPolicy
 from airflow_asset_sync.worker.clock import Clock, sleep_or_stop
 from airflow_asset_sync.worker.lease import WriteFence
 from airflow_asset_sync.worker.metrics import WorkerMetrics
+from airflow_asset_sync.worker.parking import ParkingLimits, ParkingLot, key_of, to_envelope
 from airflow_asset_sync.worker.transport import Delivery, Subscription
 
 log = logging.getLogger(__name__)
@@ -72,6 +79,15 @@ log = logging.getLogger(__name__)
 #: (origin, source event id, sync): see `Marker.key`.
 Key = tuple[str, int, str]
 Check = Literal["cached", "fresh"] | None
+#: Saves the target's status durably (`OffsetStore.save_target`).
+SaveTarget = Callable[[TargetStatus], Awaitable[None]]
+
+
+class Outcome(enum.Enum):
+    DONE = "done"  # written, deduplicated, skipped or given up: committable
+    UNKNOWN = "unknown"  # the target does not know the asset (policy retry): park it
+    STOPPED = "stopped"  # stopped before it was done
+
 
 TRANSIENT_BACKOFF = BackoffPolicy(initial=0.5, maximum=30.0)
 UNKNOWN_ASSET_BACKOFF = BackoffPolicy(initial=2.0, maximum=60.0)
@@ -93,14 +109,18 @@ class ReplayerOptions:
     fetch_timeout: float = 1.0
     #: Back-off for unavailable / auth failures / ambiguous errors.
     backoff: BackoffPolicy = TRANSIENT_BACKOFF
-    #: Back-off while the target does not know the asset (policy retry).
-    unknown_asset_backoff: BackoffPolicy = UNKNOWN_ASSET_BACKOFF
     #: Attempts before a rejected (4xx) event is given up.
     max_rejections: int = 3
     #: Recently written keys remembered for dedup.
     recent_keys: int = 10_000
     #: Pages of the target's newest events of an asset read to look for a marker.
     dedup_pages: int = 2
+    #: Limits on parked events (unknown assets, policy retry).
+    parking: ParkingLimits = field(default_factory=ParkingLimits)
+    #: Back-off between probes of one parked asset (does the target know it yet?).
+    park_probe_backoff: BackoffPolicy = UNKNOWN_ASSET_BACKOFF
+    #: Seconds between looks at the parked events (due probes, expiry, gauges).
+    tend_interval: float = 1.0
 
 
 class Replayer:
@@ -117,6 +137,7 @@ class Replayer:
         metrics: WorkerMetrics,
         options: ReplayerOptions = ReplayerOptions(),
         fence: WriteFence | None = None,
+        save: SaveTarget | None = None,
     ) -> None:
         self._target = target
         self._client = client
@@ -134,6 +155,26 @@ class Replayer:
         self._fence_generation = fence.generation if fence is not None else 0
         #: Deliveries still to check against the target after the lease changed hands.
         self._recheck_left = 0
+        #: Parked events live in ``status.parked``; `save` makes them durable. None (tests
+        #: only): parked events are kept in memory.
+        self._save = save
+        self._lot = ParkingLot(status, options.parking)
+        #: Parked assets whose events may already be in the target (loaded after a restart,
+        #: or the lease changed hands): their markers are listed before the first write.
+        self._lot_suspect: set[str] = {a.uri for a in self._lot.assets}
+        self._probe_at: dict[str, float] = {}
+        self._probe_backoff: dict[str, Backoff] = {}
+        self._lot_dirty = False
+        self._lot_changed = asyncio.Event()
+        #: Source times of the current batch's deliveries not done yet (for the lag).
+        self._pending: dict[Key, datetime] = {}
+        for asset in self._lot.assets:
+            self._schedule_probe(asset.uri, now=True)
+        self._set_gauges()
+
+    @property
+    def parking(self) -> ParkingLot:
+        return self._lot
 
     # -- main loop --------------------------------------------------------------------------
 
@@ -143,6 +184,15 @@ class Replayer:
         A failing fetch (broker unreachable) is retried with back-off rather than ending the
         replayer: nothing is lost while waiting, and the error shows in status and metrics.
         """
+        tender = asyncio.create_task(self._tend_loop(stop), name="parked")
+        try:
+            await self._replay_loop(stop)
+        finally:
+            if not stop.is_set():
+                tender.cancel()
+            await asyncio.gather(tender, return_exceptions=True)
+
+    async def _replay_loop(self, stop: asyncio.Event) -> None:
         backoff = self._options.backoff.start()
         while not stop.is_set():
             try:
@@ -157,6 +207,8 @@ class Replayer:
                 break
             if deliveries:
                 await self.replay(deliveries, stop)
+            else:
+                self._idle()
 
     async def _fetch_or_stop(self, stop: asyncio.Event) -> list[Delivery] | None:
         """Fetch, abandoning the wait when asked to stop.
@@ -185,7 +237,9 @@ class Replayer:
         """
         suspect = self._take_suspects(deliveries)
         done: set[int] = set()
+        parked: set[int] = set()
         groups: dict[str, list[int]] = {}
+        self._pending = {}
         for index, delivery in enumerate(deliveries):
             if delivery.envelope is None:
                 self._foreign(delivery)
@@ -193,18 +247,35 @@ class Replayer:
             else:
                 uri = self._target.map_uri(delivery.envelope.event.uri)
                 groups.setdefault(uri, []).append(index)
+                self._pending.setdefault(
+                    delivery.envelope.marker().key, delivery.envelope.event.timestamp
+                )
 
         async def run_group(uri: str, indexes: list[int]) -> None:
             for index in indexes:
                 envelope = deliveries[index].envelope
                 assert envelope is not None
-                if not await self._deliver(envelope, uri, index in suspect, stop):
+                if self._lot.is_parked(uri):
+                    # Behind this asset's parked events, to keep its order.
+                    outcome = Outcome.UNKNOWN
+                else:
+                    outcome = await self._deliver(envelope, uri, index in suspect, stop)
+                if outcome is Outcome.STOPPED:
                     return
+                if outcome is Outcome.UNKNOWN:
+                    if not await self._park(envelope, uri, stop):
+                        return
+                    parked.add(index)
+                    continue
                 done.add(index)
 
         await asyncio.gather(*(run_group(uri, idx) for uri, idx in groups.items()))
+        self._pending = {}
         if self._suspect_left <= 0:
             self._suspect_cache.clear()
+        # A parked delivery is done once it is stored: only then may it be committed.
+        if parked and await self._persist(stop):
+            done |= parked
         committable = _committable(deliveries, done)
         if committable and not await self._commit(committable, stop):
             return []
@@ -244,26 +315,34 @@ class Replayer:
     # -- one delivery -----------------------------------------------------------------------
 
     async def _deliver(
-        self, envelope: Envelope, uri: str, suspect: bool, stop: asyncio.Event
-    ) -> bool:
-        """Write one event (or decide not to); False only when stopped before that."""
-        key: Key = (envelope.origin, envelope.event.id, envelope.sync)
+        self,
+        envelope: Envelope,
+        uri: str,
+        suspect: bool,
+        stop: asyncio.Event,
+        *,
+        parked: bool = False,
+    ) -> Outcome:
+        """Write one event (or decide not to).
+
+        `parked`: a parked event being drained (not counted in the lag of pending work).
+        """
+        key: Key = envelope.marker().key
         if key in self._recent:
             self._recent.move_to_end(key)
-            self._deduplicated(envelope, uri, "recently written")
-            return True
+            self._deduplicated(envelope, uri, "recently written", lag=not parked)
+            return Outcome.DONE
         check: Check = "cached" if suspect else None
         if self._recheck_left > 0:
             self._recheck_left -= 1
             check = check or "cached"
         backoff = self._options.backoff.start()
-        unknown_backoff = self._options.unknown_asset_backoff.start()
         rejections = 0
         while True:
             if self._fence is not None:
                 generation = await self._fence.wait_held(stop)
                 if generation is None:
-                    return False
+                    return Outcome.STOPPED
                 if generation != self._fence_generation:
                     self._lease_changed_hands(generation)
                     check = "fresh"
@@ -271,28 +350,23 @@ class Replayer:
                 async with self._semaphore:
                     if check is not None:
                         if await self._in_target(uri, key, cached=check == "cached"):
-                            self._deduplicated(envelope, uri, "already in target")
-                            return True
+                            self._deduplicated(envelope, uri, "already in target", lag=not parked)
+                            return Outcome.DONE
                         check = None
                     await self._client.post_event(uri, envelope.target_extra())
             except AssetNotFound:
                 self._unknown_asset(uri, add=True)
                 if self._target.on_unknown_asset == UnknownAssetPolicy.SKIP:
-                    self._skipped(envelope, "unknown_asset")
-                    return True
+                    self._skipped(envelope, "unknown_asset", lag=not parked)
+                    return Outcome.DONE
                 self._metrics.unknown_asset_retries.labels(target=self._target.name).inc()
-                delay = unknown_backoff.next()
-                self.status.last_error = f"asset {uri!r} does not exist in the target"
-                log.warning(
-                    "target does not know the asset; retrying",
-                    extra={**self._log_extra, "asset_uri": uri, "delay_s": round(delay, 2)},
-                )
+                return Outcome.UNKNOWN
             except BadRequest as exc:
                 rejections += 1
                 self._error("rejected", exc, uri=uri)
                 if rejections >= self._options.max_rejections:
-                    self._failed(envelope, uri, exc)
-                    return True
+                    self._failed(envelope, uri, exc, lag=not parked)
+                    return Outcome.DONE
                 delay = backoff.next()
             except AuthFailed as exc:
                 self._error("auth", exc, uri=uri)
@@ -303,15 +377,17 @@ class Replayer:
                 check = check or "fresh"
                 delay = backoff.next()
             else:
-                self._written(envelope, uri, key)
-                return True
+                self._written(envelope, uri, key, lag=not parked)
+                return Outcome.DONE
+            self._refresh_lag()
             if await sleep_or_stop(self._clock, stop, delay):
-                return False
+                return Outcome.STOPPED
 
     def _lease_changed_hands(self, generation: int) -> None:
         self._fence_generation = generation
         self._suspect_cache.clear()
         self._recheck_left = self._options.commit_batch
+        self._lot_suspect = {a.uri for a in self._lot.assets}
         log.info(
             "lease taken back after another holder had it; checking the target again",
             extra={**self._log_extra, "deliveries": self._recheck_left},
@@ -352,13 +428,205 @@ class Replayer:
                 break
         return keys
 
+    # -- parked events (unknown assets) ------------------------------------------------------
+
+    async def _park(self, envelope: Envelope, uri: str, stop: asyncio.Event) -> bool:
+        """Park one delivery behind its asset's queue; False if stopped while parking is full.
+
+        Past the limits nothing is dropped: this waits (back-pressure on this target, as
+        before parking existed) until probes or expiry make room.
+        """
+        key = envelope.marker().key
+        self._pending.pop(key, None)
+        if self._lot.holds(key):
+            return True  # delivered again (a restart) while still parked
+        backoff: Backoff | None = None
+        while (reason := self._lot.full()) is not None:
+            # Set on every round: a write of another asset in the batch clears it.
+            self.status.last_error = f"parking full, this target waits: {reason}"
+            if backoff is None:
+                backoff = self._options.backoff.start()
+                log.warning(
+                    "parked events at their limit; holding this target's stream until "
+                    "room is made (an asset appears, or events expire)",
+                    extra={**self._log_extra, "asset_uri": uri, "reason": reason},
+                )
+            self._refresh_lag()
+            if await sleep_or_stop(self._clock, stop, backoff.next()):
+                return False
+        first = not self._lot.is_parked(uri)
+        self._lot.park(uri, envelope, self._clock.now())
+        self._lot_dirty = True
+        self._lot_changed.set()
+        if first:
+            self._schedule_probe(uri)
+            self._unknown_asset(uri, add=True)
+            self.status.last_error = f"asset {uri!r} does not exist in the target; parked"
+            log.warning(
+                "target does not know the asset; parking its events until it exists",
+                extra={**self._log_extra, "asset_uri": uri, "event_id": envelope.event.id},
+            )
+        self._set_gauges()
+        return True
+
+    async def _persist(self, stop: asyncio.Event) -> bool:
+        """Save the target status (and so the parked events); retried until saved or stopped."""
+        if self._save is None:
+            self._lot_dirty = False
+            return True
+        backoff = self._options.backoff.start()
+        while True:
+            self._lot_dirty = False
+            try:
+                await self._save(self.status)
+                return True
+            except Exception as exc:
+                self._lot_dirty = True
+                self._error("save", exc, message="saving parked events failed; retrying")
+                if await sleep_or_stop(self._clock, stop, backoff.next()):
+                    return False
+
+    def _schedule_probe(self, uri: str, *, now: bool = False) -> None:
+        backoff = self._probe_backoff.setdefault(uri, self._options.park_probe_backoff.start())
+        delay = 0.0 if now else backoff.next()
+        self._probe_at[uri] = self._clock.monotonic() + delay
+
+    def _set_gauges(self) -> None:
+        name = self._target.name
+        self._metrics.parked_events.labels(target=name).set(self._lot.total)
+        oldest = self._lot.oldest_parked_at()
+        age = 0.0 if oldest is None else (self._clock.now() - oldest).total_seconds()
+        self._metrics.parked_oldest_age.labels(target=name).set(max(0.0, age))
+
+    async def _tend_loop(self, stop: asyncio.Event) -> None:
+        """Probe parked assets when due, drain them, expire old events; idle when none."""
+        while not stop.is_set():
+            if self._lot.total == 0 and not self._lot_dirty:
+                self._set_gauges()
+                self._lot_changed.clear()
+                waiter = asyncio.ensure_future(self._lot_changed.wait())
+                stopper = asyncio.ensure_future(stop.wait())
+                await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+                stopper.cancel()
+                continue
+            try:
+                await self.tend(stop)
+            except Exception as exc:
+                self._error("parked", exc, message="handling parked events failed; retrying")
+            if await sleep_or_stop(self._clock, stop, self._options.tend_interval):
+                break
+
+    async def tend(self, stop: asyncio.Event) -> None:
+        """One look at the parked events: expire, probe the due assets, drain, save."""
+        for uri, event in self._lot.expire(self._clock.now()):
+            self._lot_dirty = True
+            self.status.events_skipped += 1
+            self._metrics.events_skipped.labels(
+                target=self._target.name, reason="parked_expired"
+            ).inc()
+            log.warning(
+                "parked event expired (its asset never appeared in the target); dropped",
+                extra={
+                    **self._log_extra,
+                    "asset_uri": uri,
+                    "event_id": event.id,
+                    "parked_at": event.parked_at.isoformat(),
+                },
+            )
+            if not self._lot.is_parked(uri):
+                self._forget_probe(uri)
+        now = self._clock.monotonic()
+        for asset in self._lot.assets:
+            if stop.is_set():
+                break
+            if self._probe_at.get(asset.uri, 0.0) <= now:
+                await self._drain(asset.uri, stop)
+        if self._lot_dirty:
+            await self._persist(stop)
+        self._set_gauges()
+
+    def _forget_probe(self, uri: str) -> None:
+        self._probe_at.pop(uri, None)
+        self._probe_backoff.pop(uri, None)
+        self._lot_suspect.discard(uri)
+        self._unknown_asset(uri, add=False)
+
+    async def _drain(self, uri: str, stop: asyncio.Event) -> None:
+        """Probe one parked asset; if it exists, write its parked events in order."""
+        skip = self._target.on_unknown_asset == UnknownAssetPolicy.SKIP
+        try:
+            if not skip and not await self._client.asset_exists(uri):
+                self._schedule_probe(uri)
+                return
+            keys: set[Key] = set()
+            if uri in self._lot_suspect:
+                keys = await self._marker_keys(uri)
+                self._lot_suspect.discard(uri)
+        except Exception as exc:
+            self._error("probe", exc, uri=uri, message="probing a parked asset failed")
+            self._schedule_probe(uri)
+            return
+        log.info(
+            "asset exists in the target now; writing its parked events",
+            extra={**self._log_extra, "asset_uri": uri, "parked": len(self._lot_events(uri))},
+        )
+        since_save = 0
+        while (head := self._lot.head(uri)) is not None:
+            envelope = to_envelope(uri, head)
+            if key_of(head) in keys:
+                self._deduplicated(envelope, uri, "already in target", lag=False)
+            else:
+                outcome = await self._deliver(envelope, uri, False, stop, parked=True)
+                if outcome is Outcome.STOPPED:
+                    self._lot_suspect.add(uri)  # a write may have landed unseen
+                    return
+                if outcome is Outcome.UNKNOWN:
+                    self._schedule_probe(uri)  # gone again (or a stale id): keep waiting
+                    return
+            self._lot.pop_head(uri)
+            self._lot_dirty = True
+            self._set_gauges()
+            since_save += 1
+            if since_save >= self._options.commit_batch:
+                # Bounds what a crash can make the next start check against the target.
+                await self._persist(stop)
+                since_save = 0
+        self._forget_probe(uri)
+        log.info(
+            "parked events of the asset delivered", extra={**self._log_extra, "asset_uri": uri}
+        )
+
+    def _lot_events(self, uri: str) -> list[object]:
+        for asset in self._lot.assets:
+            if asset.uri == uri:
+                return list(asset.events)
+        return []
+
     # -- accounting -------------------------------------------------------------------------
 
-    def _progress(self, envelope: Envelope) -> None:
+    def _progress(self, envelope: Envelope, *, lag: bool = True) -> None:
         now = self._clock.now()
         self.status.last_source_event_id = envelope.event.id
         self.status.last_replay_time = now
-        lag = max(0.0, (now - envelope.event.timestamp).total_seconds())
+        if not lag:
+            return
+        self._pending.pop(envelope.marker().key, None)
+        self._set_lag(min([*self._pending.values(), envelope.event.timestamp]))
+
+    def _refresh_lag(self) -> None:
+        """While work waits (a target outage): the lag of the oldest pending delivery grows."""
+        if self._pending:
+            self._set_lag(min(self._pending.values()))
+
+    def _idle(self) -> None:
+        """Nothing fetched, nothing pending: no lag (parked events are not pending work)."""
+        self._pending = {}
+        self._set_lag(None)
+
+    def _set_lag(self, oldest: datetime | None) -> None:
+        now = self._clock.now()
+        lag = 0.0 if oldest is None else max(0.0, (now - oldest).total_seconds())
         self.status.lag_seconds = round(lag, 3)
         self._metrics.lag_seconds.labels(target=self._target.name).set(lag)
 
@@ -367,23 +635,24 @@ class Replayer:
         while len(self._recent) > self._options.recent_keys:
             self._recent.popitem(last=False)
 
-    def _written(self, envelope: Envelope, uri: str, key: Key) -> None:
+    def _written(self, envelope: Envelope, uri: str, key: Key, *, lag: bool = True) -> None:
         self._remember(key)
-        self._unknown_asset(uri, add=False)
+        if not self._lot.is_parked(uri):
+            self._unknown_asset(uri, add=False)
         self.status.events_replayed += 1
         self.status.last_error = None
         self._metrics.events_replayed.labels(target=self._target.name).inc()
-        self._progress(envelope)
+        self._progress(envelope, lag=lag)
         log.debug(
             "replayed",
             extra={**self._log_extra, "event_id": envelope.event.id, "asset_uri": uri},
         )
 
-    def _deduplicated(self, envelope: Envelope, uri: str, why: str) -> None:
-        self._remember((envelope.origin, envelope.event.id))
+    def _deduplicated(self, envelope: Envelope, uri: str, why: str, *, lag: bool = True) -> None:
+        self._remember(envelope.marker().key)
         self.status.events_deduplicated += 1
         self._metrics.events_deduplicated.labels(target=self._target.name).inc()
-        self._progress(envelope)
+        self._progress(envelope, lag=lag)
         log.info(
             "not written again",
             extra={
@@ -394,10 +663,10 @@ class Replayer:
             },
         )
 
-    def _skipped(self, envelope: Envelope, reason: str) -> None:
+    def _skipped(self, envelope: Envelope, reason: str, *, lag: bool = True) -> None:
         self.status.events_skipped += 1
         self._metrics.events_skipped.labels(target=self._target.name, reason=reason).inc()
-        self._progress(envelope)
+        self._progress(envelope, lag=lag)
         log.warning(
             "event skipped",
             extra={**self._log_extra, "event_id": envelope.event.id, "reason": reason},
@@ -415,10 +684,10 @@ class Replayer:
             },
         )
 
-    def _failed(self, envelope: Envelope, uri: str, exc: Exception) -> None:
+    def _failed(self, envelope: Envelope, uri: str, exc: Exception, *, lag: bool = True) -> None:
         self.status.events_failed += 1
         self._metrics.events_failed.labels(target=self._target.name).inc()
-        self._progress(envelope)
+        self._progress(envelope, lag=lag)
         log.error(
             "target keeps rejecting an event; giving it up",
             extra={

@@ -32,6 +32,10 @@ class StatusOffsetStore:
         self._kube = kube
         self._ref = ref
         self._targets: dict[str, TargetStatus] = {}
+        #: Saves come from the status flush and from replayers (parked events) at once; one
+        #: patch at a time, its body built inside the lock, so an older body never lands
+        #: after a newer one (a parked event saved, then overwritten by a stale list).
+        self._lock = asyncio.Lock()
 
     async def load(self) -> WorkerStatus:
         body = await asyncio.to_thread(
@@ -49,11 +53,13 @@ class StatusOffsetStore:
     async def save_source(self, source: SourceStatus) -> None:
         # `source` is an object, so the patch merges into it: cleared fields must be sent as
         # null. (`targets` is a list, which a merge patch replaces whole.)
-        await self._patch({"source": source.to_merge_patch()})
+        async with self._lock:
+            await self._patch({"source": source.to_merge_patch()})
 
     async def save_target(self, target: TargetStatus) -> None:
         self._targets[target.name] = target
-        await self._patch({"targets": [t.to_patch() for t in self._targets.values()]})
+        async with self._lock:
+            await self._patch({"targets": [t.to_patch() for t in self._targets.values()]})
 
     async def _patch(self, status: dict[str, Any]) -> None:
         backoff = SAVE_BACKOFF.start()

@@ -15,7 +15,13 @@ from airflow_asset_sync.clients.airflow.base import BadRequest, Unavailable
 from airflow_asset_sync.worker.backoff import BackoffPolicy
 from airflow_asset_sync.worker.channel import InProcessChannel
 from airflow_asset_sync.worker.metrics import WorkerMetrics
-from airflow_asset_sync.worker.replayer import Replayer, ReplayerOptions, _committable
+from airflow_asset_sync.worker.parking import ParkingLimits
+from airflow_asset_sync.worker.replayer import (
+    Replayer,
+    ReplayerOptions,
+    SaveTarget,
+    _committable,
+)
 from airflow_asset_sync.worker.transport import Delivery, Subscription
 
 from .fakes import (
@@ -52,6 +58,9 @@ class Rig:
         server: FakeAirflow | None = None,
         clock: FakeClock | None = None,
         metrics: WorkerMetrics | None = None,
+        status: TargetStatus | None = None,
+        save: SaveTarget | None = None,
+        options: dict[str, Any] | None = None,
         **target_kw: Any,
     ) -> None:
         self.server = server or FakeAirflow(api_version=version)
@@ -60,9 +69,13 @@ class Rig:
         self.subscription = subscription if subscription is not None else ListSubscription()
         self.clock = clock or FakeClock(start=T0 + timedelta(minutes=1))
         self.metrics = metrics or WorkerMetrics()
-        self.status = TargetStatus(name="t")
+        self.status = status if status is not None else TargetStatus(name="t")
         self.options = ReplayerOptions(
-            commit_batch=10, backoff=NO_JITTER, unknown_asset_backoff=NO_JITTER, concurrency=3
+            commit_batch=10,
+            backoff=NO_JITTER,
+            park_probe_backoff=NO_JITTER,
+            concurrency=3,
+            **(options or {}),
         )
         self.replayer = Replayer(
             target=target(**target_kw),
@@ -72,6 +85,7 @@ class Rig:
             clock=self.clock,
             metrics=self.metrics,
             options=self.options,
+            save=save,
         )
         self.stop = asyncio.Event()
 
@@ -155,38 +169,46 @@ async def test_fetch_size_bounds_what_is_uncommitted() -> None:
     assert len(rig.written()) == 25
 
 
-async def test_unknown_asset_retry_until_it_appears() -> None:
-    rig = Rig(assets=())
-    task = asyncio.create_task(
-        rig.replayer.replay(deliveries([envelope(source_event(1, "s3://late/asset"))]), rig.stop)
-    )
-    await wait_until(lambda: bool(rig.clock.sleeping), what="back-off")
-    assert rig.status.unknown_assets == ["s3://late/asset"]
+async def test_unknown_asset_is_parked_and_written_when_it_appears() -> None:
+    sub = ListSubscription()
+    rig = Rig(assets=(), subscription=sub)
+    batch = deliveries([envelope(source_event(1, "s3://late/asset"))])
+    committed = await rig.replayer.replay(batch, rig.stop)
+    # Parked (stored), so committed: the stream goes on.
+    assert committed == batch
     assert rig.written() == []
-    await rig.clock.advance(rig.clock.sleeping[0])
-    await wait_until(lambda: len(rig.clock.sleep_calls) >= 2, what="second back-off")
-    assert rig.clock.sleep_calls[:2] == [1.0, 2.0]
+    assert rig.status.unknown_assets == ["s3://late/asset"]
+    assert rig.status.parked_events == 1
+    [parked] = rig.status.parked
+    assert (parked.uri, parked.count) == ("s3://late/asset", 1)
+    assert rig.metrics.value("aas_parked_events", {"target": "t"}) == 1
+    await rig.clock.advance(1.0)  # the first probe is due after one back-off
+    await rig.replayer.tend(rig.stop)
+    assert rig.status.parked_events == 1
     rig.server.add_asset("s3://late/asset")  # the consuming DAG got deployed
+    await rig.replayer.tend(rig.stop)  # next probe not due yet (back-off 2 s)
+    assert rig.written() == []
     await rig.clock.advance(2.0)
-    committed = await task
-    assert len(committed) == 1
+    await rig.replayer.tend(rig.stop)
     assert [e.uri for e in rig.written()] == ["s3://late/asset"]
     assert rig.status.unknown_assets == []
+    assert rig.status.parked == [] and rig.status.parked_events == 0
     assert rig.status.events_replayed == 1
-    assert rig.counter("unknown_asset_retries") == 2
+    assert rig.counter("unknown_asset_retries") == 1
+    assert rig.metrics.value("aas_parked_events", {"target": "t"}) == 0
 
 
-async def test_unknown_asset_blocks_only_its_own_target() -> None:
+async def test_a_target_that_is_down_blocks_only_its_own_target() -> None:
     clock = FakeClock()
     batch = deliveries([envelope(source_event(1)), envelope(source_event(2))])
     blocked_sub, healthy_sub = ListSubscription(batch), ListSubscription(batch)
-    blocked = Rig(assets=(), clock=clock, subscription=blocked_sub)
+    blocked = Rig(clock=clock, subscription=blocked_sub)
+    blocked.server.post_failures.extend(Unavailable("503") for _ in range(100))
     healthy = Rig(clock=clock, subscription=healthy_sub)
     tasks = [asyncio.create_task(r.replayer.run(r.stop)) for r in (blocked, healthy)]
     await wait_until(lambda: len(healthy_sub.committed) == 2, what="healthy commits")
     await wait_until(lambda: bool(clock.sleeping), what="blocked target backing off")
     assert blocked_sub.committed == []
-    assert blocked.status.unknown_assets == ["s3://b/x"]
     for rig in (blocked, healthy):
         rig.stop.set()
     await asyncio.gather(*tasks)
@@ -276,7 +298,8 @@ async def test_rejected_event_is_given_up_after_retries() -> None:
 
 async def test_stop_during_backoff_commits_only_the_done_prefix() -> None:
     sub = ListSubscription()
-    rig = Rig(subscription=sub, assets=("s3://b/x",))
+    # No room to park: the unknown asset's event waits (back-pressure).
+    rig = Rig(subscription=sub, assets=("s3://b/x",), options={"parking": ParkingLimits(0)})
     batch = deliveries(
         [
             envelope(source_event(1)),
@@ -285,7 +308,10 @@ async def test_stop_during_backoff_commits_only_the_done_prefix() -> None:
         ]
     )
     task = asyncio.create_task(rig.replayer.replay(batch, rig.stop))
-    await wait_until(lambda: bool(rig.clock.sleeping), what="unknown-asset back-off")
+    await wait_until(lambda: bool(rig.clock.sleeping), what="parking-full back-off")
+    await rig.clock.advance(rig.clock.sleeping[0])
+    await wait_until(lambda: bool(rig.clock.sleeping), what="still waiting for room")
+    assert "parking full" in (rig.status.last_error or "")
     rig.stop.set()
     committed = await task
     # Event 3 was written (another asset) but sits behind the undone event 2 in the

@@ -121,7 +121,9 @@ async def connect_url(
             version, server_version = await detect_api_version(http)
         else:
             version = "v1" if wanted is ApiVersion.V1 else "v2"
-        http.configure_auth(auth if auth is not None else infer_auth(creds, version))
+        http.configure_auth(
+            auth if auth is not None else infer_auth(creds, version), api_version=version
+        )
     except BaseException:
         await http.aclose()
         raise

@@ -61,12 +61,26 @@ from airflow_asset_sync.clients.airflow.wire import dumps_body, loads_json, type
 log = logging.getLogger(__name__)
 
 AuthKind = Literal["none", "basic", "password", "token"]
+#: Which REST API the instance speaks, when known: `v1` is Airflow 2.x, `v2` is Airflow 3.x.
+ApiKind = Literal["v1", "v2"]
 Sleep = Callable[[float], Awaitable[None]]
 Clock = Callable[[], float]
 Params = Mapping[str, str | int]
 
 #: The auth manager's token endpoint, relative to the instance URL (Airflow 3.x).
 TOKEN_PATH = "/auth/token"
+
+#: Hints for an auth kind that cannot work with the instance's Airflow version.
+BASIC_ON_V2_HINT = (
+    "Airflow 3 (/api/v2) accepts only bearer tokens, so 'basic' auth cannot work here: use auth"
+    " 'password' (username and password exchanged for a JWT at /auth/token); 'basic' is for"
+    " Airflow 2.x with the basic_auth API backend"
+)
+PASSWORD_ON_V1_HINT = (
+    "Airflow 2.x (/api/v1) has no /auth/token, so 'password' auth cannot work here: use auth"
+    " 'basic' (HTTP basic auth; needs the basic_auth API backend in [api] auth_backends);"
+    " 'password' is for Airflow 3"
+)
 
 _USERINFO = re.compile(r"(?<=://)[^/@\s]*@")
 #: Header-shaped credentials ("Bearer eyJ...") in server-provided text, as a second line
@@ -319,6 +333,7 @@ class AirflowHttp:
         self._token_refresh_at: float | None = None
         self._secrets: tuple[str, ...] = ()
         self._auth: AuthKind = "none"
+        self._api: ApiKind | None = None
         self.configure_auth(auth)
         timeout = httpx.Timeout(self._options.timeout_s, connect=self._options.connect_timeout_s)
         self._client = httpx.AsyncClient(
@@ -332,9 +347,11 @@ class AirflowHttp:
 
     # -- configuration ------------------------------------------------------------------
 
-    def configure_auth(self, auth: AuthKind) -> None:
+    def configure_auth(self, auth: AuthKind, *, api_version: ApiKind | None = None) -> None:
         """Choose the auth kind. The factory calls it after auto-detection, when the kind
-        follows from the API version (username/password = basic for 2.x, JWT for 3.x)."""
+        follows from the API version (username/password = basic for 2.x, JWT for 3.x).
+        ``api_version``, when known, lets an auth failure say that the kind does not fit the
+        Airflow version (basic against 3.x, password against 2.x)."""
         creds = self._credentials
         if auth in ("basic", "password") and not (creds.username and creds.password):
             raise ValueError(f"auth '{auth}' needs a username and a password")
@@ -343,6 +360,8 @@ class AirflowHttp:
         if auth not in ("none", "basic", "password", "token"):
             raise ValueError(f"unknown auth kind {auth!r}")
         self._auth = auth
+        if api_version is not None:
+            self._api = api_version
         self._token = creds.token if auth == "token" else None
         self._token_refresh_at = None
         secrets = list(creds.secrets())
@@ -420,7 +439,7 @@ class AirflowHttp:
                 continue
             if 200 <= reply.status < 300 or reply.status in allow:
                 return reply
-            raise self._status_error(reply)
+            raise self._status_error(reply, path)
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -571,16 +590,21 @@ class AirflowHttp:
             TOKEN_PATH,
             body={"username": creds.username, "password": creds.password},
             authenticate=False,
-            allow=range(400, 500),
+            allow=range(300, 500),
         )
+        if self._api == "v1" and not 200 <= reply.status < 300:
+            raise self._error(AuthFailed, f"{reply.where}: login failed; {PASSWORD_ON_V1_HINT}")
+        if 300 <= reply.status < 400:
+            raise self._error(
+                AuthFailed, f"{reply.where}: login redirected; is the URL the API server?"
+            )
         if reply.status in (400, 401, 403, 422):
             raise self._error(
                 AuthFailed, f"{reply.where}: login refused; check the username and password"
             )
         if reply.status in (404, 405):
             raise self._error(
-                AuthFailed,
-                f"{reply.where}: no token endpoint here; Airflow 2.x uses basic auth, not password",
+                AuthFailed, f"{reply.where}: no token endpoint here; {PASSWORD_ON_V1_HINT}"
             )
         if reply.status >= 400:
             raise self._error(AuthFailed, f"{reply.where}: login failed")
@@ -596,13 +620,20 @@ class AirflowHttp:
 
     # -- errors ------------------------------------------------------------------------------
 
-    def _status_error(self, reply: Reply) -> AirflowError:
+    def _status_error(self, reply: Reply, path: str = "") -> AirflowError:
         status = reply.status
         if status in (401, 403):
-            return self._error(
-                AuthFailed,
-                f"{reply.where}: not authorised; check the credentials and the user's role",
-            )
+            v2 = self._api == "v2" or (self._api is None and path.startswith("/api/v2/"))
+            if self._auth == "basic" and v2:
+                hint = BASIC_ON_V2_HINT
+            elif self._auth == "none":
+                hint = (
+                    "no auth is configured for this endpoint and it does not allow anonymous"
+                    " API access; add auth (basic for 2.x, password for 3.x, or token)"
+                )
+            else:
+                hint = "check the credentials and the user's role"
+            return self._error(AuthFailed, f"{reply.where}: not authorised; {hint}")
         if 300 <= status < 400:
             return self._error(
                 BadResponse, f"{reply.where}: unexpected redirect; is the URL the API server?"
