@@ -113,10 +113,14 @@ def test_pod_deleted_while_the_target_stalls_writes_each_event_once(
             timeout_s=120,
         )
         # It read the 30 events (its status says so) and its first write hangs in the target.
+        # Slow on purpose: the replayer first asks the stalled target for its version, and
+        # the in-process poller publishes once the replayer is up (4 read timeouts of 15 s),
+        # then status is flushed within 10 s.
         live.wait_for(
             lambda: _published(cluster, ns) >= EVENTS,
             what=f"the first pod to publish the {EVENTS} events",
-            timeout_s=60,
+            timeout_s=180,
+            interval_s=1.0,
         )
         cluster.kubectl("-n", ns, "delete", "pod", first["metadata"]["name"], "--wait=false")
         second = live.wait_for(
