@@ -3,6 +3,8 @@ project's Dockerfile builds, in a namespace that enforces the `restricted` Pod S
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 from cluster_cases import pods
@@ -11,6 +13,21 @@ from packaging_cases import chart
 from packaging_cases.release import Release
 from packaging_cases.tools import CHART
 from rig.cluster import ClusterRig
+
+#: Namespaces that outlive a test: the cluster's own and the operator's release.
+KEPT_NAMESPACES = frozenset(
+    {"default", "kube-system", "kube-public", "kube-node-lease", OPERATOR_NS}
+)
+
+
+@pytest.fixture(autouse=True)
+def delete_test_namespaces(cluster: ClusterRig) -> Iterator[None]:
+    """Delete the namespaces a test made once it ends, so its worker pods stop polling the
+    shared Airflow instances (and using the CPU) while later tests run."""
+    before = set(pods.namespaces(cluster))
+    yield
+    for name in sorted(set(pods.namespaces(cluster)) - before - KEPT_NAMESPACES):
+        cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
 @pytest.fixture(scope="session")

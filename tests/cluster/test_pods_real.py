@@ -432,21 +432,23 @@ def test_two_operator_replicas_with_peering_survive_the_active_pod_being_killed(
     )  # fmt: skip
     try:
         operators = live.wait_for(
-            lambda: (lambda ps: ps if len(ps) == 2 else None)(
-                pods.ready_pods(cluster, OPERATOR_NS, OPERATOR_SELECTOR)
-            ),
-            what="two Ready operator pods",
+            lambda: _peering_operators(cluster),
+            what="two Ready operator pods with peering, and no other",
             timeout_s=180,
         )
 
         def active() -> dict[str, Any] | None:
-            acting = [
-                p
-                for p in operators
-                if PAUSED
-                not in pods.logs(cluster, OPERATOR_NS, p["metadata"]["name"]).split(RESUMED)[-1]
-            ]
-            return acting[0] if len(acting) == 1 else None
+            acting = []
+            for p in operators:
+                log = pods.logs(cluster, OPERATOR_NS, p["metadata"]["name"])
+                # An empty answer (the kubelet not reached) must not count as "not paused".
+                assert log, f"no log yet from {p['metadata']['name']}"
+                if PAUSED not in log.split(RESUMED)[-1]:
+                    acting.append(p)
+            assert len(acting) == 1, f"{len(acting)} acting: " + "; ".join(
+                _peering_lines(cluster, p) for p in operators
+            )
+            return acting[0]
 
         leader = live.wait_for(active, what="exactly one active operator", timeout_s=90)
         (standby,) = [p for p in operators if p["metadata"]["uid"] != leader["metadata"]["uid"]]
@@ -501,6 +503,29 @@ def test_two_operator_replicas_with_peering_survive_the_active_pod_being_killed(
             "--set", "replicaCount=1", "--set", "peering.enabled=false", "--wait", "--timeout=240s",
             kubeconfig=cluster.kubeconfig, timeout_s=300,
         )  # fmt: skip
+
+
+def _peering_operators(cluster: ClusterRig) -> list[dict[str, Any]] | None:
+    """Both operator pods of the upgraded release, once the rollout is over.
+
+    `helm --wait` can return while the old ReplicaSet's pod (no peering: it never pauses)
+    is still Ready: a pod list taken then held it, and no "one active" could ever be seen.
+    """
+    all_pods = pods.pods(cluster, OPERATOR_NS, OPERATOR_SELECTOR)
+    peering = [
+        p
+        for p in all_pods
+        if pods.ready(p)
+        and any(a.startswith("--peering=") for a in p["spec"]["containers"][0].get("args", []))
+    ]
+    return peering if len(peering) == 2 and len(all_pods) == 2 else None
+
+
+def _peering_lines(cluster: ClusterRig, pod: dict[str, Any]) -> str:
+    name = pod["metadata"]["name"]
+    log = pods.logs(cluster, OPERATOR_NS, name)
+    lines = [ln for ln in log.splitlines() if "peering" in ln.lower() or "operations" in ln]
+    return f"{name}: {lines[-3:]}"
 
 
 PAUSED = "Pausing operations in favour of"

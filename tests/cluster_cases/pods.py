@@ -31,6 +31,11 @@ def restricted_namespace(cluster: ClusterRig, name: str) -> str:
     return name
 
 
+def namespaces(cluster: ClusterRig) -> list[str]:
+    out = cluster.kubectl("get", "namespaces", "-o", "jsonpath={.items[*].metadata.name}").stdout
+    return out.split()
+
+
 def pods(cluster: ClusterRig, namespace: str, selector: str) -> list[dict[str, Any]]:
     out = cluster.kubectl("get", "pods", "-n", namespace, "-l", selector, "-o", "json").stdout
     items: list[dict[str, Any]] = json.loads(out)["items"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+from collections.abc import Iterator
 
 import pytest
 
@@ -36,13 +37,20 @@ PROBE = textwrap.dedent(
 )
 
 
+@pytest.fixture
+def smoke_namespace(cluster: ClusterRig) -> Iterator[str]:
+    """The test's namespace, deleted afterwards so its pods stop with it."""
+    cluster.kubectl("create", "namespace", "smoke")
+    yield "smoke"
+    cluster.kubectl("delete", "namespace", "smoke", "--wait=false", check=False)
+
+
 def test_pods_run_resolve_services_and_reach_the_api_and_the_host(
-    cluster: ClusterRig, kafka: KafkaBroker
+    cluster: ClusterRig, kafka: KafkaBroker, smoke_namespace: str
 ) -> None:
     node = live.get_any(cluster, "node", NODE_NAME)
     assert live.condition(node, "Ready")["status"] == "True"  # type: ignore[index]
-    ns = "smoke"
-    cluster.kubectl("create", "namespace", ns)
+    ns = smoke_namespace
     image = cluster.project_image
     web = {
         "apiVersion": "apps/v1",
