@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime
 
 import pytest
 
-from airflow_asset_sync.api.spec import ObjectRef
+from airflow_asset_sync.api.events import Envelope, SourceEvent
+from airflow_asset_sync.api.spec import ObjectRef, SyncSpec
 from airflow_asset_sync.api.status import Checkpoint, SourceStatus, TargetStatus
 from airflow_asset_sync.clients.kube import KubeError
+from airflow_asset_sync.worker.parking import ParkingLot
+from airflow_asset_sync.worker.pipeline import replayer_options
+from airflow_asset_sync.worker.replayer import ReplayerOptions
 from airflow_asset_sync.worker.status_store import StatusOffsetStore
 from operator_cases import live
 from rig.kube import KubeRig
@@ -73,3 +78,44 @@ async def test_cleared_fields_leave_the_status_and_the_operators_keys_stay(
         await asyncio.wait_for(store.save_target(TargetStatus(name="b")), timeout=10)
     assert refused.value.status == 404
     assert not refused.value.retriable
+
+
+async def test_twenty_targets_parked_to_their_byte_budget_fit_in_one_object(
+    sync_crd: KubeRig,
+) -> None:
+    """Parked events live in the AirflowAssetSync's status, which etcd keeps below 1.5 MB.
+
+    Every target of a 20-target sync parks events until its lot says it is full, and every
+    target's status is saved: the API server (and etcd behind it) takes the object, and
+    loading it gives the same parked events back. With the old fixed 256 KiB per target this
+    object would have been 5 MB, and every status save of that sync refused.
+    """
+    kube = sync_crd
+    namespace = live.create_namespace(kube, "status-parked")
+    targets = [{"name": f"t{i:02d}", "url": f"http://airflow-{i}:8080"} for i in range(20)]
+    manifest = live.sync_manifest("s")
+    manifest["spec"]["targets"] = targets
+    live.apply(kube, manifest, namespace=namespace)
+    spec = SyncSpec.model_validate(manifest["spec"])
+    store = StatusOffsetStore(
+        live.kube_client_for(kube.kubeconfig), ObjectRef(namespace=namespace, name="s")
+    )
+    saved: dict[str, TargetStatus] = {}
+    for target in spec.targets:
+        limits = replayer_options(ReplayerOptions(), target, targets=len(spec.targets)).parking
+        status = TargetStatus(name=target.name)
+        lot = ParkingLot(status, limits)
+        n = 0
+        while lot.full() is None:
+            n += 1
+            event = SourceEvent(id=n, uri="s3://x", timestamp=T, extra={"row": "r" * 120, "n": n})
+            lot.park("s3://x", Envelope(sync=f"{namespace}/s", origin="http://a", event=event), T)
+        saved[target.name] = status
+        # A refused save is retried for ever (it looks transient): bound the wait.
+        await asyncio.wait_for(store.save_target(status), timeout=30)
+    stored = live.get(kube, "airflowassetsync", "s", namespace)
+    assert stored is not None
+    assert len(json.dumps(stored)) < 1_500_000
+    loaded = await store.load()
+    assert {t.name: t.parked for t in loaded.targets} == {n: t.parked for n, t in saved.items()}
+    assert sum(t.parked_events for t in loaded.targets) > 20 * 100

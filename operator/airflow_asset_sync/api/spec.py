@@ -163,12 +163,46 @@ class UnknownAssetPolicy(StrEnum):
     SKIP = "skip"
 
 
+#: Bounds of `targets[].parking`. Parked events live in the object's status, and etcd keeps
+#: an object below 1.5 MB: more than 5,000 events per target could not be stored anyway.
+MAX_PARKED_EVENTS = 5000
+MIN_PARKED_AGE = timedelta(minutes=1)
+MAX_PARKED_AGE = timedelta(days=365)
+
+
+class Parking(Model):
+    """Limits on the events parked for assets the target does not know yet (`retry`).
+
+    Why two limits with two policies: a count limit protects the status object (the events
+    are stored there), so past it nothing is dropped, the target's stream waits instead
+    (back-pressure, with the reason in `lastError`); an age limit says when a consumer is
+    never coming (an asset renamed or retired), so past it the event is dropped, counted in
+    `eventsSkipped` and logged as a warning.
+    """
+
+    max_events: Annotated[int, Field(ge=1, le=MAX_PARKED_EVENTS)] = 1000
+    max_age: str = "720h"
+
+    @field_validator("max_age")
+    @classmethod
+    def _max_age(cls, value: str) -> str:
+        age = parse_duration(value)
+        if not MIN_PARKED_AGE <= age <= MAX_PARKED_AGE:
+            raise ValueError(f"parking.maxAge {value!r} must be between 1m and 8760h")
+        return value
+
+    @property
+    def max_age_delta(self) -> timedelta:
+        return parse_duration(self.max_age)
+
+
 class Target(Endpoint):
     """A target Airflow instance plus how events are mapped into it."""
 
     name: Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=40)]
     rewrite: list[RewriteRule] = []
     on_unknown_asset: UnknownAssetPolicy = UnknownAssetPolicy.RETRY
+    parking: Parking = Parking()
 
     def map_uri(self, uri: str) -> str:
         """Apply the first rewrite rule that matches (rules are tried in order)."""

@@ -34,7 +34,7 @@ import contextlib
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -49,6 +49,7 @@ from airflow_asset_sync.worker.health import Health
 from airflow_asset_sync.worker.lease import WriteFence
 from airflow_asset_sync.worker.metrics import InstrumentedClient, WorkerMetrics
 from airflow_asset_sync.worker.offsets import OffsetStore
+from airflow_asset_sync.worker.parking import ParkingLimits
 from airflow_asset_sync.worker.poller import Poller
 from airflow_asset_sync.worker.replayer import Replayer, ReplayerOptions
 from airflow_asset_sync.worker.transport import Publisher, Subscription
@@ -302,7 +303,9 @@ class SyncWorker:
             status=status,
             clock=self._clock,
             metrics=self.metrics,
-            options=self._options.replayer,
+            options=replayer_options(
+                self._options.replayer, target, targets=len(self._spec.targets)
+            ),
             fence=self._fence,
             # Parked events must be stored before the delivery that carried them is
             # committed: the replayer saves its target status itself for that.
@@ -411,6 +414,27 @@ class SyncWorker:
             self.health.beat()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=1.0)
+
+
+#: Bytes of parked events a whole sync may hold. They are stored in the AirflowAssetSync's
+#: status, and etcd refuses an object above 1.5 MB: the spec and the rest of the status need
+#: room too. A sync with many targets shares this, so each target gets less than the default.
+PARKED_BYTES_PER_SYNC = 1024 * 1024
+
+
+def replayer_options(base: ReplayerOptions, target: Target, *, targets: int) -> ReplayerOptions:
+    """The worker's replayer options with this target's parking limits from its spec.
+
+    The byte budget is not a spec field: it keeps the status object below etcd's limit, which
+    is not the user's to trade away. It is the default (256 KiB) or an equal share of
+    `PARKED_BYTES_PER_SYNC` among the sync's `targets`, whichever is smaller.
+    """
+    limits = ParkingLimits(
+        max_events=target.parking.max_events,
+        max_bytes=min(base.parking.max_bytes, PARKED_BYTES_PER_SYNC // max(1, targets)),
+        max_age=target.parking.max_age_delta,
+    )
+    return replace(base, parking=limits)
 
 
 async def _wait_all(tasks: list[asyncio.Task[None]], seconds: float) -> bool:

@@ -6,17 +6,23 @@ import asyncio
 import os
 import signal
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from airflow_asset_sync.api.events import Marker
-from airflow_asset_sync.api.spec import Endpoint, SyncSpec
+from airflow_asset_sync.api.spec import Endpoint, SyncSpec, Target
 from airflow_asset_sync.clients.airflow.base import AirflowClient, Unavailable
 from airflow_asset_sync.worker.channel import InProcessChannel
 from airflow_asset_sync.worker.offsets import FileOffsetStore, OffsetStore
-from airflow_asset_sync.worker.pipeline import SyncWorker, WorkerOptions
+from airflow_asset_sync.worker.pipeline import (
+    PARKED_BYTES_PER_SYNC,
+    SyncWorker,
+    WorkerOptions,
+    replayer_options,
+)
 from airflow_asset_sync.worker.replayer import ReplayerOptions
 from airflow_asset_sync.worker.transport import Delivery, Subscription
 
@@ -350,3 +356,35 @@ async def test_subscriptions_must_match_targets() -> None:
     world = World(**{A: FakeAirflow(api_version="v2")})
     with pytest.raises(ValueError, match="one subscription per target"):
         world.worker(spec(A, {"name": "t", "url": B}), store=MemoryStore(), subscriptions={})
+
+
+async def test_a_targets_parking_limit_comes_from_its_spec() -> None:
+    """`targets[].parking.maxEvents: 2`: the third event of an unknown asset is not parked
+    (with the default of 1,000 it would be), while the known asset's event is written."""
+    source, target = FakeAirflow(api_version="v2"), FakeAirflow(api_version="v2")
+    target.add_asset("s3://known")
+    world = World(**{A: source, B: target})
+    sync_spec = spec(A, {"name": "t", "url": B, "parking": {"maxEvents": 2, "maxAge": "2h"}})
+    worker, _ = world.worker(sync_spec, store=MemoryStore())
+    run = asyncio.create_task(worker.run())
+    for _ in range(3):
+        source.emit("s3://late")
+    known = source.emit("s3://known")
+    await poll_cycle(world)
+    await wait_until(lambda: [m.event_id for m in written(target)] == [known.id], what="known")
+    status = worker.status
+    assert status is not None
+    await wait_until(lambda: status.target("t").parked_events == 2, what="two parked")
+    assert sum(len(a.events) for a in status.target("t").parked) == 2
+    await worker.stop()
+    await run
+
+
+def test_targets_share_the_parked_bytes_a_status_object_can_hold() -> None:
+    """256 KiB per target up to 4 targets; past that 1 MiB shared (etcd's object limit)."""
+    target = Target.model_validate({"name": "t", "url": B})
+    assert replayer_options(ReplayerOptions(), target, targets=1).parking.max_bytes == 256 * 1024
+    assert replayer_options(ReplayerOptions(), target, targets=4).parking.max_bytes == 256 * 1024
+    twenty = replayer_options(ReplayerOptions(), target, targets=20).parking
+    assert twenty.max_bytes * 20 <= PARKED_BYTES_PER_SYNC
+    assert twenty.max_events == 1000 and twenty.max_age == timedelta(days=30)
