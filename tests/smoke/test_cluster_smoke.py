@@ -18,10 +18,20 @@ pytestmark = pytest.mark.rig
 
 PROBE = textwrap.dedent(
     """\
-    import json, os, socket, ssl, sys, urllib.request
+    import json, os, socket, ssl, sys, time, urllib.request
     out = {}
     out["dns"] = socket.gethostbyname("web.smoke.svc.cluster.local")
-    out["service"] = urllib.request.urlopen("http://web/", timeout=10).status
+    # kube-proxy programs a new Service's rules a moment after its endpoints are ready:
+    # until then a connection to the ClusterIP goes nowhere. Retry for up to a minute.
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            out["service"] = urllib.request.urlopen("http://web/", timeout=5).status
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
     sa = "/var/run/secrets/kubernetes.io/serviceaccount"
     ctx = ssl.create_default_context(cafile=f"{sa}/ca.crt")
     req = urllib.request.Request(
@@ -89,6 +99,10 @@ def test_pods_run_resolve_services_and_reach_the_api_and_the_host(
     cluster.kubectl(
         "-n", ns, "rollout", "status", "deployment/web", "--timeout=120s", timeout_s=150
     )
+    cluster.kubectl(
+        "-n", ns, "wait", "endpointslice", "-l", "kubernetes.io/service-name=web",
+        "--for=jsonpath={.endpoints[0].conditions.ready}=true", "--timeout=60s", timeout_s=90,
+    )  # fmt: skip
     probe = {
         "apiVersion": "v1",
         "kind": "Pod",
