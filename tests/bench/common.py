@@ -20,7 +20,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-SECTIONS = ("latency", "idle", "replay", "catchup", "naive", "assetwatcher", "operator")
+SECTIONS = (
+    "latency",
+    "parking",
+    "idle",
+    "replay",
+    "catchup",
+    "naive",
+    "assetwatcher",
+    "operator",
+)
 
 
 @dataclass(frozen=True)

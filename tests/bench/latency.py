@@ -49,6 +49,9 @@ class LatencyRun:
     #: Whether this run is judged against the issue's targets (the defaults are).
     judged: bool = False
     tags: tuple[str, ...] = field(default_factory=tuple)
+    #: Also stream events of one asset the target never knows (1 in 11 events): they are
+    #: parked (`onUnknownAsset: retry`, the default), and the figures are the known assets'.
+    parked_asset: bool = False
 
 
 def run_latency(
@@ -63,10 +66,18 @@ def run_latency(
     source, target = stack.airflows(run.source, run.target)
     uris = pool(run.assets)
     name = f"lat-{run.key}"
+    parked: list[str] = []
+    if run.parked_asset:
+        parked = [f"s3://aas-bench/parked/{name}"]
+        source.add_assets(parked)  # the source knows it; the target never will
     proc = stack.sync_process(
         name,
         stack.manifests(
-            name, source, [("t", target)], include=uris, poll_interval=run.poll_interval
+            name,
+            source,
+            [("t", target)],
+            include=uris + parked,
+            poll_interval=run.poll_interval,
         ),
         prototype=run.prototype,
     )
@@ -80,10 +91,21 @@ def run_latency(
         t0 = time.monotonic()
         if profiler is not None:
             profiler.start(proc.server, label=name)
-        log(f"{run.label}: {count} events at {rate:g}/s")
+        # With a parked asset the known assets get the same stream as without one, and the
+        # parked asset's events come on top (every 11th).
+        order = uris + parked
+        total = count * len(order) // len(uris)
+        total_rate = rate * len(order) / len(uris)
+        log(f"{run.label}: {total} events at {total_rate:g}/s ({count} on known assets)")
         created = steady(
-            source, uris, count=count, rate=rate, extra=lambda i: {"bench": name, "seq": i}
+            source,
+            order,
+            count=total,
+            rate=total_rate,
+            extra=lambda i: {"bench": name, "seq": i},
         )
+        if parked:
+            created.events = [e for e in created.events if e.uri not in parked]
         t_created = time.monotonic()
         want = replayed_before + len(created.events)
         while proc.metric(REPLAYED) < want and time.monotonic() - t_created < DELIVERY_TIMEOUT_S:
@@ -120,6 +142,7 @@ def run_latency(
             "worker_errors": errors,
             "worker_rss_mib": round(mem.rss_mib, 1) if mem else None,
             "worker_hwm_mib": round(mem.hwm_mib, 1) if mem else None,
+            "parked_events": proc.metric("aas_parked_events") if parked else None,
         }
         results.record("latency", **{run.key: figures})
         results.series.setdefault("latency", {})[run.key] = {

@@ -37,6 +37,7 @@ POOL_BY_USE = {
     "variant": range(20, 30),
     "backlog": range(30, 50),
     "naive": range(50, 52),
+    "parking": range(52, 62),
 }
 
 

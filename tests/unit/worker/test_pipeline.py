@@ -365,7 +365,9 @@ async def test_a_targets_parking_limit_comes_from_its_spec() -> None:
     target.add_asset("s3://known")
     world = World(**{A: source, B: target})
     sync_spec = spec(A, {"name": "t", "url": B, "parking": {"maxEvents": 2, "maxAge": "2h"}})
-    worker, _ = world.worker(sync_spec, store=MemoryStore())
+    # The third late event holds the stream (back-pressure): the stop abandons that publish.
+    options = WorkerOptions(stop_grace=0.5)
+    worker, _ = world.worker(sync_spec, store=MemoryStore(), options=options)
     run = asyncio.create_task(worker.run())
     for _ in range(3):
         source.emit("s3://late")
