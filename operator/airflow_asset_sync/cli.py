@@ -4,6 +4,7 @@
     airflow-asset-sync worker     one sync's worker, in the pod the operator made for it
     airflow-asset-sync run -f F   one sync without Kubernetes (standalone; the README demo)
     airflow-asset-sync check -f F validate manifests offline, optionally try the endpoints
+    airflow-asset-sync verify -f F --since 24h   did every event of a window arrive, once?
     airflow-asset-sync version
 
 Subcommands import their machinery lazily: the worker never imports kopf, `version` imports
@@ -122,6 +123,34 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--connect", action="store_true", help="also log in to every Airflow endpoint"
     )
+    verify = add(
+        "verify",
+        "compare a time window of source events with what every target has, per asset;"
+        " exit 0 when nothing is missing or duplicated, 1 when something is, 2 on bad input"
+        " or an unreachable instance",
+    )
+    verify.add_argument("-f", "--filename", required=True, help="YAML as for run")
+    verify.add_argument(
+        "--since",
+        required=True,
+        help="window start: an RFC 3339 time, or a duration back from now (24h, 90m)",
+    )
+    verify.add_argument(
+        "--until",
+        default=None,
+        help="window end, the same way (default: now; events of the last seconds may still"
+        " be on their way)",
+    )
+    verify.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    verify.add_argument(
+        "--repair",
+        action="store_true",
+        help="write the missing events (with this sync's marker) into the targets that have"
+        " their asset, then verify again; suspend the sync first if the window is recent",
+    )
+    verify.add_argument(
+        "--dry-run", action="store_true", help="with --repair: only say what would be written"
+    )
     return parser
 
 
@@ -159,3 +188,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(app.run_in_cluster(args.namespace, args.name, metrics_port=args.metrics_port))
     if args.command == "check":
         sys.exit(app.check(args.filename, connect_endpoints=args.connect))
+    if args.command == "verify":
+        sys.exit(
+            app.verify_file(
+                args.filename,
+                since=args.since,
+                until=args.until,
+                as_json=args.json,
+                repair=args.repair,
+                dry_run=args.dry_run,
+            )
+        )

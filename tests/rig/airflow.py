@@ -12,10 +12,12 @@ independently of the product's clients, so a test can tell the product's view fr
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import secrets
+import sqlite3
 import subprocess
 import threading
 import time
@@ -275,6 +277,17 @@ class AirflowInstance:
             f"aas_late_{tag}", uris, [], producer=f"aas_late_{tag}", prefix=f"late_{tag}_"
         )
         self.airflow("dags", "reserialize")
+
+    def delete_event(self, event_id: int) -> None:
+        """Remove an event from the metadata database, as a lost write or a restore from an
+        older backup would: neither Airflow API can delete an asset event."""
+        table = "dataset_event" if self.major == 2 else "asset_event"
+        link = "dagrun_dataset_event" if self.major == 2 else "dagrun_asset_event"
+        with contextlib.closing(sqlite3.connect(self.home / "airflow.db", timeout=30)) as db:
+            db.execute(f"DELETE FROM {link} WHERE event_id = ?", (event_id,))  # noqa: S608
+            deleted = db.execute(f"DELETE FROM {table} WHERE id = ?", (event_id,)).rowcount  # noqa: S608
+            db.commit()
+        assert deleted == 1, f"no event {event_id} in {table}"
 
     # -- truthful API helpers ----------------------------------------------------------------
 

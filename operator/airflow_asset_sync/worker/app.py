@@ -20,10 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import json
 import logging
 import signal
+import sys
 import time
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +40,7 @@ from airflow_asset_sync.clients.airflow.factory import connect
 from airflow_asset_sync.clients.kafka import KafkaPublisher, KafkaSettings, KafkaSubscription
 from airflow_asset_sync.resources import naming
 from airflow_asset_sync.worker import credentials as creds
+from airflow_asset_sync.worker import verify
 from airflow_asset_sync.worker.channel import InProcessChannel
 from airflow_asset_sync.worker.clock import SystemClock
 from airflow_asset_sync.worker.health import Health
@@ -350,6 +354,109 @@ def check(filename: str, *, connect_endpoints: bool = False) -> int:
     if not connect_endpoints:
         return 0
     return asyncio.run(_check_endpoints(sync.spec, resolved))
+
+
+def verify_file(
+    filename: str,
+    *,
+    since: str,
+    until: str | None,
+    as_json: bool,
+    repair: bool = False,
+    dry_run: bool = False,
+) -> int:
+    """`verify -f`: 0 when every event of the window reached every target once, 1 when
+    some are missing or duplicated, 2 when the input is bad or an instance cannot be read.
+    With `repair`, missing events are written (unless `dry_run`) and the window verified
+    again; the exit code is that second verdict's."""
+    try:
+        sync, secrets = load_manifests(filename)
+        resolved = creds.from_manifests(sync.spec, secrets)
+        window = verify.parse_window(since, until, datetime.now(UTC))
+    except (BadManifest, creds.MissingCredential, verify.BadWindow) as exc:
+        for line in str(exc).splitlines():
+            print(f"invalid: {line}", file=sys.stderr)
+        return 2
+    try:
+        outcome = asyncio.run(
+            _verify(
+                sync, resolved, window, repair=repair and not dry_run, plan_only=repair and dry_run
+            )
+        )
+    except Exception as exc:  # an instance down, refused credentials: say which, and stop
+        print(f"cannot verify: {logs.scrub(str(exc))}", file=sys.stderr)
+        return 2
+    before, plan, written, after = outcome
+    if as_json:
+        document: dict[str, Any] = before.to_json()
+        if plan is not None:
+            document = {
+                "before": before.to_json(),
+                "repair": {
+                    "dryRun": dry_run,
+                    "planned": sum(len(r.event_ids) for r in plan),
+                    "written": written,
+                },
+                "after": after.to_json() if after is not None else None,
+            }
+        print(json.dumps(document, indent=2))
+    else:
+        print(before.table())
+        if plan is not None:
+            print(verify.describe_plan(plan))
+            print(f"repair: {'dry run, nothing written' if dry_run else f'{written} written'}")
+        if after is not None:
+            print(after.table())
+    final = after if after is not None else before
+    return 0 if final.ok else 1
+
+
+async def _verify(
+    sync: SyncObject,
+    resolved: creds.ResolvedCredentials,
+    window: verify.Window,
+    *,
+    repair: bool,
+    plan_only: bool,
+) -> tuple[verify.Report, list[verify.Repair] | None, int, verify.Report | None]:
+    """The report; with `repair` (or `plan_only`) the plan, the writes and a second report."""
+    factory = _client_factory(resolved, sync.spec)
+    clients: list[AirflowClient] = []
+    try:
+        source = await _labelled(factory, sync.spec.source, "source", clients)
+        targets = {
+            t.name: await _labelled(factory, t, f"target {t.name}", clients)
+            for t in sync.spec.targets
+        }
+
+        async def check() -> verify.Report:
+            return await verify.verify(
+                sync.spec, sync=str(sync.ref), window=window, source=source, targets=targets
+            )
+
+        before = await check()
+        if not (repair or plan_only):
+            return before, None, 0, None
+        plan = verify.plan_repair(before)
+        if plan_only or not plan:
+            return before, plan, 0, None
+        written = await verify.repair(plan, before, targets=targets)
+        return before, plan, written, await check()
+    finally:
+        for client in clients:
+            await client.aclose()
+
+
+async def _labelled(
+    factory: Any, endpoint: Endpoint, label: str, clients: list[AirflowClient]
+) -> AirflowClient:
+    """A connected client; a failure names the endpoint it was for."""
+    try:
+        client: AirflowClient = await factory(endpoint)
+    except Exception as exc:
+        raise RuntimeError(f"{label} ({endpoint.identity}): {type(exc).__name__}: {exc}") from exc
+    clients.append(client)
+    return client
 
 
 def auth_warnings(spec: SyncSpec) -> list[str]:
