@@ -129,7 +129,16 @@ def _parser() -> argparse.ArgumentParser:
         " exit 0 when nothing is missing or duplicated, 1 when something is, 2 on bad input"
         " or an unreachable instance",
     )
-    verify.add_argument("-f", "--filename", required=True, help="YAML as for run")
+    which = verify.add_mutually_exclusive_group(required=True)
+    which.add_argument("-f", "--filename", help="YAML as for run")
+    which.add_argument(
+        "--name",
+        help="or a sync in the cluster (with --namespace): its spec and Secrets are read"
+        " through the API with your kubeconfig",
+    )
+    verify.add_argument(
+        "--namespace", "-n", default="default", help="the sync's namespace, with --name"
+    )
     verify.add_argument(
         "--since",
         required=True,
@@ -190,8 +199,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(app.check(args.filename, connect_endpoints=args.connect))
     if args.command == "verify":
         sys.exit(
-            app.verify_file(
+            app.verify_sync(
                 args.filename,
+                namespace=args.namespace,
+                name=args.name,
                 since=args.since,
                 until=args.until,
                 as_json=args.json,

@@ -262,6 +262,23 @@ class KubeClient:
             keys=frozenset((body.get("data") or {}).keys()),
         )
 
+    def read_secret_data(self, *, namespace: str, name: str) -> Manifest | None:
+        """A Secret with its values (base64 `data`), as `verify` run by a user needs them to
+        log in to the instances; the operator never calls this (it reads key names only)."""
+        try:
+            response = self._call(
+                f"get Secret {namespace}/{name}",
+                self._apis["core"].read_namespaced_secret,
+                name,
+                namespace,
+            )
+        except KubeError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        body = _json(response)
+        return {"metadata": {"name": name}, "data": dict(body.get("data") or {})}
+
     # the AirflowAssetSync object
 
     def get_sync(self, *, namespace: str, name: str) -> Manifest | None:

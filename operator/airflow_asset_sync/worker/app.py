@@ -356,26 +356,60 @@ def check(filename: str, *, connect_endpoints: bool = False) -> int:
     return asyncio.run(_check_endpoints(sync.spec, resolved))
 
 
-def verify_file(
-    filename: str,
+def load_from_cluster(namespace: str, name: str) -> tuple[SyncObject, list[dict[str, Any]]]:
+    """A sync in a cluster and the Secrets it names, read with the caller's kubeconfig (or
+    in-cluster credentials): what `verify --namespace/--name` works from."""
+    from airflow_asset_sync.clients.kube import KubeClient
+    from airflow_asset_sync.resources import credentials as refs
+
+    kube = KubeClient.from_environment()
+    body = kube.get_sync(namespace=namespace, name=name)
+    if body is None:
+        raise BadManifest(f"AirflowAssetSync {namespace}/{name} not found")
+    sync = parse_sync(body)
+    names = {r.secret_name for r in refs.env_credentials(sync.spec)}
+    names |= {b.secret_name for b in refs.ca_bundles(sync.spec)}
+    secrets = []
+    for secret in sorted(names):
+        found = kube.read_secret_data(namespace=namespace, name=secret)
+        if found is not None:
+            secrets.append(found)
+    return sync, secrets
+
+
+def verify_sync(
+    filename: str | None = None,
     *,
+    namespace: str | None = None,
+    name: str | None = None,
     since: str,
     until: str | None,
     as_json: bool,
     repair: bool = False,
     dry_run: bool = False,
 ) -> int:
-    """`verify -f`: 0 when every event of the window reached every target once, 1 when
-    some are missing or duplicated, 2 when the input is bad or an instance cannot be read.
-    With `repair`, missing events are written (unless `dry_run`) and the window verified
-    again; the exit code is that second verdict's."""
+    """`verify`: 0 when every event of the window reached every target once, 1 when some
+    are missing or duplicated, 2 when the input is bad or an instance cannot be read. The
+    sync comes from `filename`, or from the cluster (`namespace`/`name`, its Secrets read
+    through the API). With `repair`, missing events are written (unless `dry_run`) and the
+    window verified again; the exit code is that second verdict's."""
     try:
-        sync, secrets = load_manifests(filename)
-        resolved = creds.from_manifests(sync.spec, secrets)
+        if filename is not None:
+            sync, secrets = load_manifests(filename)
+            where = "the file"
+        elif namespace is not None and name is not None:
+            sync, secrets = load_from_cluster(namespace, name)
+            where = f"namespace {namespace!r}"
+        else:
+            raise BadManifest("verify needs a file (-f) or a sync in a cluster (--name)")
+        resolved = creds.from_manifests(sync.spec, secrets, where=where)
         window = verify.parse_window(since, until, datetime.now(UTC))
     except (BadManifest, creds.MissingCredential, verify.BadWindow) as exc:
         for line in str(exc).splitlines():
             print(f"invalid: {line}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # the cluster refused (403) or is unreachable: say so, exit 2
+        print(f"cannot read the sync: {logs.scrub(str(exc))}", file=sys.stderr)
         return 2
     try:
         outcome = asyncio.run(

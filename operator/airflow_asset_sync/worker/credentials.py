@@ -138,8 +138,11 @@ def from_manifests(
     environ: Mapping[str, str] | None = None,
     *,
     workdir: Path | None = None,
+    where: str = "the file",
 ) -> ResolvedCredentials:
-    """Standalone: values from Secret manifests in the same file, else from the env names."""
+    """Standalone: values from Secret manifests in the same file, else from the env names.
+    `where` says where those Secrets came from, in messages (`verify` reads them from the
+    sync's namespace)."""
     env = os.environ if environ is None else environ
     by_name = {str((s.get("metadata") or {}).get("name")): _secret_data(s) for s in secrets}
 
@@ -149,7 +152,7 @@ def from_manifests(
 
     def absent(secret_name: str, key: str) -> str:
         if secret_name not in by_name:
-            return f"Secret {secret_name!r} not found in the file"
+            return f"Secret {secret_name!r} not found in {where}"
         return f"Secret {secret_name!r} has no key {key!r}"
 
     env_names: dict[str, list[str]] = {}
@@ -168,7 +171,7 @@ def from_manifests(
         if data is None:
             raise MissingCredential(
                 f"{bundle.field_path}: {absent(bundle.secret_name, bundle.key)}"
-                " (a CA bundle is read from the file only)"
+                f" (a CA bundle is read from {where} only)"
             )
         folder = workdir or Path(tempfile.mkdtemp(prefix="aas-ca-"))
         path = folder / f"{bundle.volume_name}.crt"

@@ -147,3 +147,33 @@ def test_every_endpoint_with_auth_gives_no_warning() -> None:
     )
     (warning,) = app.auth_warnings(spec)
     assert warning.startswith("spec.targets[0]: no auth for http://b:8080")
+
+
+def test_a_secret_missing_from_the_syncs_namespace_says_where_it_was_looked_for() -> None:
+    """`verify --name` reads Secrets from the sync's namespace, not from a file."""
+    spec = SyncSpec.model_validate(SYNC["spec"])
+    secrets = [_secret("b-creds", username="u", password="p")]
+    with pytest.raises(creds.MissingCredential) as info:
+        creds.from_manifests(spec, secrets, environ={}, where="namespace 'data'")
+    assert str(info.value).startswith(
+        "spec.source.auth.basic: Secret 'a-creds' not found in namespace 'data'"
+    )
+
+
+def test_verify_without_a_file_or_a_sync_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    assert app.verify_sync(since="1h", until=None, as_json=False) == 2
+    assert "verify needs a file (-f) or a sync in a cluster (--name)" in capsys.readouterr().err
+
+
+def test_verify_with_a_window_not_in_the_past_touches_no_instance(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The endpoints do not exist: any request would fail with another message than this one.
+    file = _write(
+        tmp_path,
+        SYNC,
+        _secret("a-creds", username="u", password="p"),
+        _secret("b-creds", username="u", password="p"),
+    )
+    assert app.verify_sync(file, since="2099-01-01T00:00:00Z", until=None, as_json=True) == 2
+    assert "invalid: --since '2099-01-01T00:00:00Z' is not in the past" in capsys.readouterr().err
