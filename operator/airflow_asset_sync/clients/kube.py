@@ -242,7 +242,7 @@ class KubeClient:
 
     # Secrets
 
-    def read_secret(self, *, namespace: str, name: str) -> SecretInfo | None:
+    def _secret_body(self, *, namespace: str, name: str) -> Manifest | None:
         try:
             response = self._call(
                 f"get Secret {namespace}/{name}",
@@ -254,7 +254,12 @@ class KubeClient:
             if exc.status == 404:
                 return None
             raise
-        body = _json(response)
+        return _json(response)
+
+    def read_secret(self, *, namespace: str, name: str) -> SecretInfo | None:
+        body = self._secret_body(namespace=namespace, name=name)
+        if body is None:
+            return None
         # Only key names leave this function: values are dropped right here.
         return SecretInfo(
             name=name,
@@ -265,18 +270,9 @@ class KubeClient:
     def read_secret_data(self, *, namespace: str, name: str) -> Manifest | None:
         """A Secret with its values (base64 `data`), as `verify` run by a user needs them to
         log in to the instances; the operator never calls this (it reads key names only)."""
-        try:
-            response = self._call(
-                f"get Secret {namespace}/{name}",
-                self._apis["core"].read_namespaced_secret,
-                name,
-                namespace,
-            )
-        except KubeError as exc:
-            if exc.status == 404:
-                return None
-            raise
-        body = _json(response)
+        body = self._secret_body(namespace=namespace, name=name)
+        if body is None:
+            return None
         return {"metadata": {"name": name}, "data": dict(body.get("data") or {})}
 
     # the AirflowAssetSync object
