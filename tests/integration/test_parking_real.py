@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from operator_cases import live
 from reliability_cases.stream import EventStream, Verdict, delivery, source_ids
 from rig.airflow import AirflowInstance, AssetPool
 from rig.sync import MARKER, await_delivery, sync_manifests
@@ -34,14 +35,6 @@ KNOWN_EVENTS = 500
 LATE_EVENTS = 50
 RATE = 25.0  # events per second into the source: 22 s of stream
 KILLS = 3
-
-
-def _await(condition: Any, what: str, timeout_s: float = 90) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.3)
 
 
 def _ts(value: str) -> datetime:
@@ -114,7 +107,11 @@ def test_unknown_asset_is_parked_while_the_rest_flows_and_delivered_once_later(
     ).start()
     for k in range(1, KILLS + 1):
         stream.wait_for(total * k // (KILLS + 1))
-        _await(lambda: proc.metric("aas_parked_events", target="t") > 0, "events parked")
+        live.wait_for(
+            lambda: proc.metric("aas_parked_events", target="t") > 0,
+            what="events parked",
+            timeout_s=90,
+        )
         proc.kill()
         proc.start()
     stream.join()
@@ -132,8 +129,16 @@ def test_unknown_asset_is_parked_while_the_rest_flows_and_delivered_once_later(
     with airflow3.client() as client:
         late_ids = [int(e["id"]) for e in airflow3.events(late, client)]
     assert len(late_ids) == LATE_EVENTS and late_ids == sorted(late_ids)
-    _await(lambda: proc.metric("aas_parked_events", target="t") == LATE_EVENTS, "all parked")
-    _await(lambda: proc.state()["targets"][0].get("parkedEvents") == LATE_EVENTS, "state saved")
+    live.wait_for(
+        lambda: proc.metric("aas_parked_events", target="t") == LATE_EVENTS,
+        what="all parked",
+        timeout_s=90,
+    )
+    live.wait_for(
+        lambda: proc.state()["targets"][0].get("parkedEvents") == LATE_EVENTS,
+        what="state saved",
+        timeout_s=90,
+    )
     (parked,) = proc.state()["targets"][0]["parked"]
     assert [e["id"] for e in parked["events"]] == late_ids
     with pytest.raises(AssertionError, match="\\[\\]"):  # the target has no such asset yet
@@ -157,10 +162,24 @@ def test_unknown_asset_is_parked_while_the_rest_flows_and_delivered_once_later(
         if isinstance(e["extra"].get(MARKER), dict)
     ]
     assert order == late_ids  # source order
-    _await(lambda: proc.metric("aas_parked_events", target="t") == 0, "parked drained", 30)
+    live.wait_for(
+        lambda: proc.metric("aas_parked_events", target="t") == 0,
+        what="parked drained",
+        timeout_s=30,
+    )
     # Idle again: the lag is 0 (it used to freeze at the last event's age).
-    _await(lambda: proc.metric("aas_lag_seconds", target="t") == 0.0, "lag 0 when idle", 30)
-    _await(lambda: proc.state()["targets"][0].get("parked", []) == [], "state saved", 30)
-    _await(lambda: proc.state()["targets"][0].get("lagSeconds") == 0.0, "status lag 0", 30)
+    live.wait_for(
+        lambda: proc.metric("aas_lag_seconds", target="t") == 0.0,
+        what="lag 0 when idle",
+        timeout_s=30,
+    )
+    live.wait_for(
+        lambda: proc.state()["targets"][0].get("parked", []) == [], what="state saved", timeout_s=30
+    )
+    live.wait_for(
+        lambda: proc.state()["targets"][0].get("lagSeconds") == 0.0,
+        what="status lag 0",
+        timeout_s=30,
+    )
     assert "Traceback" not in proc.log()
     print(f"\nPARKING FIGURES {figures}")

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import json
 import logging
 import signal
 import sys
@@ -412,37 +411,12 @@ def verify_sync(
         print(f"cannot read the sync: {logs.scrub(str(exc))}", file=sys.stderr)
         return 2
     try:
-        outcome = asyncio.run(
-            _verify(
-                sync, resolved, window, repair=repair and not dry_run, plan_only=repair and dry_run
-            )
-        )
+        outcome = asyncio.run(_verify(sync, resolved, window, repair=repair, dry_run=dry_run))
     except Exception as exc:  # an instance down, refused credentials: say which, and stop
         print(f"cannot verify: {logs.scrub(str(exc))}", file=sys.stderr)
         return 2
-    before, plan, written, after = outcome
-    if as_json:
-        document: dict[str, Any] = before.to_json()
-        if plan is not None:
-            document = {
-                "before": before.to_json(),
-                "repair": {
-                    "dryRun": dry_run,
-                    "planned": sum(len(r.event_ids) for r in plan),
-                    "written": written,
-                },
-                "after": after.to_json() if after is not None else None,
-            }
-        print(json.dumps(document, indent=2))
-    else:
-        print(before.table())
-        if plan is not None:
-            print(verify.describe_plan(plan))
-            print(f"repair: {'dry run, nothing written' if dry_run else f'{written} written'}")
-        if after is not None:
-            print(after.table())
-    final = after if after is not None else before
-    return 0 if final.ok else 1
+    print(outcome.render(as_json=as_json))
+    return 0 if outcome.ok else 1
 
 
 async def _verify(
@@ -451,9 +425,10 @@ async def _verify(
     window: verify.Window,
     *,
     repair: bool,
-    plan_only: bool,
-) -> tuple[verify.Report, list[verify.Repair] | None, int, verify.Report | None]:
-    """The report; with `repair` (or `plan_only`) the plan, the writes and a second report."""
+    dry_run: bool,
+) -> verify.Outcome:
+    """The report; with `repair` also the plan, the writes (unless `dry_run`) and a second
+    report."""
     factory = _client_factory(resolved, sync.spec)
     clients: list[AirflowClient] = []
     try:
@@ -468,14 +443,15 @@ async def _verify(
                 sync.spec, sync=str(sync.ref), window=window, source=source, targets=targets
             )
 
-        before = await check()
-        if not (repair or plan_only):
-            return before, None, 0, None
-        plan = verify.plan_repair(before)
-        if plan_only or not plan:
-            return before, plan, 0, None
-        written = await verify.repair(plan, before, targets=targets)
-        return before, plan, written, await check()
+        outcome = verify.Outcome(before=await check(), dry_run=dry_run)
+        if not repair:
+            return outcome
+        outcome.plan = verify.plan_repair(outcome.before)
+        if dry_run or not outcome.plan:
+            return outcome
+        outcome.written = await verify.repair(outcome.plan, outcome.before, targets=targets)
+        outcome.after = await check()
+        return outcome
     finally:
         for client in clients:
             await client.aclose()
@@ -488,7 +464,9 @@ async def _labelled(
     try:
         client: AirflowClient = await factory(endpoint)
     except Exception as exc:
-        raise RuntimeError(f"{label} ({endpoint.identity}): {type(exc).__name__}: {exc}") from exc
+        raise verify.Unreadable(
+            f"{label} ({endpoint.identity}): {type(exc).__name__}: {exc}"
+        ) from exc
     clients.append(client)
     return client
 

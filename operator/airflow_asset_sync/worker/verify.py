@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -240,26 +240,51 @@ def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-async def scan_source(
-    client: AirflowClient, window: Window, *, progress: Progress = _stderr
-) -> tuple[list[SourceEvent], int]:
-    """Every source event in `window` (and the count of unreadable rows).
+async def _pages(
+    client: AirflowClient,
+    since: datetime,
+    *,
+    until: datetime | None = None,
+    asset_uri: str | None = None,
+) -> AsyncIterator[EventPage]:
+    """The listing's pages that can hold events from `since` on (up to `until`, if given).
 
     3.x is read oldest first from `since` (its time filter); 2.x has none, so it is read
     newest first until `since`. Offsets only ever move forward: a row committed during the
-    scan can shift a 2.x page, which re-reads a row (kept once, by id), never skips one.
+    scan can shift a 2.x page, which re-reads a row (callers keep it once, by id), never
+    skips one.
     """
     ascending = client.api_version == "v2"
-    since = window.since if ascending else None
-    found: dict[int, SourceEvent] = {}
-    offset = invalid = read = 0
-    limit = client.page_limit
+    offset = 0
     while True:
         page = await client.list_events(
-            EventQuery(limit=limit, offset=offset, ascending=ascending, timestamp_gte=since)
+            EventQuery(
+                limit=client.page_limit,
+                offset=offset,
+                ascending=ascending,
+                timestamp_gte=since if ascending else None,
+                asset_uri=asset_uri,
+            )
         )
         rows = len(page.events) + len(page.invalid)
         offset += rows
+        yield page
+        if _last_page(page, rows, offset):
+            return
+        if not page.events:
+            continue  # a page of unreadable rows only: read on
+        last = page.events[-1].timestamp
+        if (ascending and until is not None and last > until) or (not ascending and last < since):
+            return
+
+
+async def scan_source(
+    client: AirflowClient, window: Window, *, progress: Progress = _stderr
+) -> tuple[list[SourceEvent], int]:
+    """Every source event in `window` (and the count of unreadable rows)."""
+    found: dict[int, SourceEvent] = {}
+    invalid = read = 0
+    async for page in _pages(client, window.since, until=window.until):
         invalid += len(page.invalid)
         for event in page.events:
             if event.timestamp in window:
@@ -267,13 +292,6 @@ async def scan_source(
         read += len(page.events)
         if read // PROGRESS_EVERY != (read - len(page.events)) // PROGRESS_EVERY:
             progress(f"verify: {read} source events read")
-        if _last_page(page, rows, offset):
-            break
-        if not page.events:
-            continue  # a page of unreadable rows only: read on
-        last = page.events[-1].timestamp
-        if (ascending and last > window.until) or (not ascending and last < window.since):
-            break
     return sorted(found.values(), key=lambda e: (e.timestamp, e.id)), invalid
 
 
@@ -281,28 +299,16 @@ async def scan_target(client: AirflowClient, uri: str, window: Window) -> list[S
     """A target asset's events written since the window began; None if it has no such asset.
 
     A copy is written after its source event, so every copy of an event in the window was
-    written at or after `since`.
+    written at or after `since` (and may have been written after `until`).
     """
     if not await client.asset_exists(uri):
         return None
-    ascending = client.api_version == "v2"
-    since = window.since if ascending else None
-    out: list[SourceEvent] = []
-    offset = 0
-    limit = client.page_limit
-    while True:
-        page = await client.list_events(
-            EventQuery(
-                limit=limit, offset=offset, ascending=ascending, timestamp_gte=since, asset_uri=uri
-            )
-        )
-        rows = len(page.events) + len(page.invalid)
-        offset += rows
-        out.extend(e for e in page.events if e.timestamp >= window.since)
-        if _last_page(page, rows, offset):
-            return out
-        if not ascending and page.events and page.events[-1].timestamp < window.since:
-            return out
+    return [
+        e
+        async for page in _pages(client, window.since, asset_uri=uri)
+        for e in page.events
+        if e.timestamp >= window.since
+    ]
 
 
 def _last_page(page: EventPage, rows: int, offset: int) -> bool:
@@ -415,3 +421,41 @@ async def repair(
 
 def render(report: Report, *, as_json: bool) -> str:
     return json.dumps(report.to_json(), indent=2) if as_json else report.table()
+
+
+@dataclass
+class Outcome:
+    """One `verify` run: the report and, when a repair was asked for, its plan, how many
+    events were written and the report after them (no second report for a dry run or an
+    empty plan)."""
+
+    before: Report
+    plan: list[Repair] | None = None
+    written: int = 0
+    after: Report | None = None
+    dry_run: bool = False
+
+    @property
+    def ok(self) -> bool:
+        """The last verdict: after the repair if one wrote anything, else before."""
+        return (self.after or self.before).ok
+
+    def render(self, *, as_json: bool) -> str:
+        if self.plan is None:
+            return render(self.before, as_json=as_json)
+        if as_json:
+            document = {
+                "before": self.before.to_json(),
+                "repair": {
+                    "dryRun": self.dry_run,
+                    "planned": sum(len(r.event_ids) for r in self.plan),
+                    "written": self.written,
+                },
+                "after": self.after.to_json() if self.after is not None else None,
+            }
+            return json.dumps(document, indent=2)
+        done = "dry run, nothing written" if self.dry_run else f"{self.written} written"
+        parts = [self.before.table(), describe_plan(self.plan), f"repair: {done}"]
+        if self.after is not None:
+            parts.append(self.after.table())
+        return "\n".join(parts)

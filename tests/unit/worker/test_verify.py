@@ -37,6 +37,27 @@ def marker(event_id: int, *, sync: str = SYNC, origin: str = A) -> dict[str, Any
     return {MARKER_KEY: m.to_json()}
 
 
+#: A window around every fake event (they are all stamped near T0).
+AROUND_T0 = Window(T0 - timedelta(hours=1), T0 + timedelta(hours=1))
+
+
+async def run_verify(
+    source: FakeAirflow,
+    target: FakeAirflow,
+    sync_spec: SyncSpec | None = None,
+    window: Window = AROUND_T0,
+) -> verify.Report:
+    """`verify.verify` over one fake source and one fake target named `b`, quietly."""
+    return await verify.verify(
+        sync_spec or spec(),
+        sync=SYNC,
+        window=window,
+        source=source.client(),
+        targets={"b": target.client()},
+        progress=lambda _: None,
+    )
+
+
 def test_window_from_durations_times_and_defaults() -> None:
     assert parse_window("24h", None, NOW) == Window(NOW - timedelta(hours=24), NOW)
     assert parse_window("2026-12-01T10:00:00Z", "30m", NOW) == Window(
@@ -128,15 +149,7 @@ async def test_verify_end_to_end_over_fakes_reports_and_renders() -> None:
     parked = source.emit("s3://a/late")
     target.emit("s3://a/orders", extra=marker(ok.id))
     target.emit("s3://a/orders", extra=marker(ok.id))
-    window = Window(T0 - timedelta(hours=1), T0 + timedelta(hours=1))
-    report = await verify.verify(
-        spec(),
-        sync=SYNC,
-        window=window,
-        source=source.client(),
-        targets={"b": target.client()},
-        progress=lambda _: None,
-    )
+    report = await run_verify(source, target)
     assert not report.ok
     by_uri = {a.source_uri: a for a in report.targets[0].assets}
     assert by_uri["s3://a/orders"].missing == [lost.id]
@@ -157,14 +170,7 @@ async def test_a_complete_delivery_is_ok() -> None:
     for _ in range(3):
         event = source.emit("s3://a/orders")
         target.emit("s3://a/orders", extra=marker(event.id))
-    report = await verify.verify(
-        spec(),
-        sync=SYNC,
-        window=Window(T0 - timedelta(hours=1), T0 + timedelta(hours=1)),
-        source=source.client(),
-        targets={"b": target.client()},
-        progress=lambda _: None,
-    )
+    report = await run_verify(source, target)
     assert report.ok
     assert verify.render(report, as_json=False).endswith("ok: every event delivered once")
 
@@ -178,27 +184,14 @@ async def test_repair_writes_only_missing_events_of_assets_the_target_has() -> N
     lost = source.emit("s3://old/orders", extra={"rows": 2})
     source.emit("s3://old/late")  # the target has no such asset: parked, not repaired
     target.emit("s3://new/orders", extra=marker(have.id))
-    window = Window(T0 - timedelta(hours=1), T0 + timedelta(hours=1))
-    clients = {"b": target.client()}
-
-    async def check() -> verify.Report:
-        return await verify.verify(
-            sync_spec,
-            sync=SYNC,
-            window=window,
-            source=source.client(),
-            targets=clients,
-            progress=lambda _: None,
-        )
-
-    before = await check()
+    before = await run_verify(source, target, sync_spec)
     plan = verify.plan_repair(before)
     assert plan == [verify.Repair(target="b", target_uri="s3://new/orders", event_ids=[lost.id])]
     assert "repair: 1 events to write" in verify.describe_plan(plan)
-    assert await verify.repair(plan, before, targets=clients) == 1
+    assert await verify.repair(plan, before, targets={"b": target.client()}) == 1
     (copy,) = [e for e in target.rows if _marker_of(e.extra) == (A, lost.id, SYNC)]
     assert copy.uri == "s3://new/orders" and copy.extra["rows"] == 2
-    after = await check()
+    after = await run_verify(source, target, sync_spec)
     orders = [a for a in after.targets[0].assets if a.source_uri == "s3://old/orders"]
     assert orders[0].ok
     assert not after.ok  # the absent asset's event is still missing: nothing was invented
@@ -215,20 +208,8 @@ async def test_an_instance_that_cannot_be_read_is_named() -> None:
     source.emit("s3://a/orders")
     target.list_failures.append(Unavailable("GET /api/v2/assets/events: ConnectError"))
     target.add_asset("s3://a/orders")
-    window = Window(T0 - timedelta(hours=1), T0 + timedelta(hours=1))
-
-    async def run() -> verify.Report:
-        return await verify.verify(
-            spec(),
-            sync=SYNC,
-            window=window,
-            source=source.client(),
-            targets={"b": target.client()},
-            progress=lambda _: None,
-        )
-
     with pytest.raises(verify.Unreadable, match=r"^target b \(http://airflow-b:8080\): Unavail"):
-        await run()
+        await run_verify(source, target)
     source.list_failures.append(Unavailable("GET /api/v2/assets/events: ReadTimeout"))
     with pytest.raises(verify.Unreadable, match=r"^source \(http://airflow-a:8080\): .*Timeout"):
-        await run()
+        await run_verify(source, target)
