@@ -102,8 +102,12 @@ async def subscriptions(
     """Make started subscriptions for a target name; all are stopped at teardown."""
     made: list[KafkaSubscription[Delivery]] = []
 
+    # A group of this test's own: static members outlive a stop (see `static_member_id`),
+    # and the next test's member of the same group, on its own topic, would wait them out.
+    sync = ObjectRef(namespace="team-a", name=settings.topic[:200])
+
     def make(target: str) -> KafkaSubscription[Delivery]:
-        sub = KafkaSubscription(settings, sync=SYNC, target=target, delivery=Delivery)
+        sub = KafkaSubscription(settings, sync=sync, target=target, delivery=Delivery)
         made.append(sub)
         return sub
 
@@ -122,11 +126,12 @@ def test_names_and_protocol_conformance() -> None:
     assert len(default_topic(long)) == 249
     assert default_topic(long) != default_topic(ObjectRef(namespace="n" * 63, name="x" * 252))
     settings = KafkaSettings(bootstrap_servers=("127.0.0.1:1",), topic="t")
-    # Static check (mypy) that the classes satisfy the worker's protocols.
+    # The annotations are the check that the classes satisfy the worker's protocols: mypy
+    # (`make lint`) refuses them otherwise. What runs here is the group the target consumes in.
     pub: Publisher = KafkaPublisher(settings)
     sub: Subscription = KafkaSubscription(settings, sync=SYNC, target="a", delivery=Delivery)
-    assert pub is not None
-    assert sub is not None
+    assert isinstance(sub, KafkaSubscription) and sub.group_id == group_id(SYNC, "a")
+    del pub
 
 
 def test_settings_from_spec_and_validation(tmp_path: Any) -> None:
@@ -406,3 +411,127 @@ async def test_broker_restart_loses_nothing(
 async def _commit(sub: KafkaSubscription[Delivery], deliveries: list[Delivery]) -> bool:
     await sub.commit(deliveries)
     return True
+
+
+# -- static membership ------------------------------------------------------------------------
+
+#: A member that fetches and commits 3 deliveries, says so, then keeps its session alive
+#: until it is killed (SIGKILL: no LeaveGroup, exactly like a crashed worker pod).
+_MEMBER = """
+import asyncio, sys
+from airflow_asset_sync.api.spec import ObjectRef
+from airflow_asset_sync.clients.kafka import KafkaSettings, KafkaSubscription
+from airflow_asset_sync.worker.transport import Delivery
+
+async def main(bootstrap, topic, session_ms):
+    settings = KafkaSettings(bootstrap_servers=(bootstrap,), topic=topic,
+                             session_timeout_ms=int(session_ms))
+    sub = KafkaSubscription(settings, sync=ObjectRef(namespace="team-a", name=topic[:200]),
+                            target="v3", delivery=Delivery)
+    await sub.start()
+    got = []
+    while len(got) < 3:
+        got += await sub.fetch(3 - len(got), timeout_s=0.5)
+    await sub.commit(got)
+    print("committed", flush=True)
+    await asyncio.Event().wait()
+
+asyncio.run(main(*sys.argv[1:]))
+"""
+
+#: Longer than the test may take: a new member that had to wait for the killed one's
+#: session to expire would fail it.
+SESSION_MS = 90_000
+
+
+@pytest.mark.rig
+async def test_a_killed_member_is_replaced_at_once_not_after_its_session(
+    kafka: KafkaBroker, settings: KafkaSettings, publisher: KafkaPublisher
+) -> None:
+    """Static membership: the restarted worker takes the dead one's place without a
+    rebalance. With dynamic membership the new member's join waits until the broker drops the
+    killed one, `SESSION_MS` later, and `take` below fails at its deadline."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    await publisher.publish([envelope(i) for i in range(1, 7)])
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": f"{root / 'operator'}"}
+    member = subprocess.Popen(
+        [sys.executable, "-c", _MEMBER, kafka.bootstrap, settings.topic, str(SESSION_MS)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert member.stdout is not None
+        assert member.stdout.readline().strip() == "committed"
+    finally:
+        member.send_signal(signal.SIGKILL)
+        member.wait(timeout=10)
+        if member.stdout is not None:
+            member.stdout.close()
+
+    member_sync = ObjectRef(namespace="team-a", name=settings.topic[:200])
+    slow = KafkaSettings(
+        bootstrap_servers=settings.bootstrap_servers,
+        topic=settings.topic,
+        session_timeout_ms=SESSION_MS,
+    )
+    replacement = KafkaSubscription(slow, sync=member_sync, target="v3", delivery=Delivery)
+    started = time.monotonic()
+    try:
+        await replacement.start()
+        got = await take(replacement, 3, timeout_s=SESSION_MS / 3000)
+        resumed_s = time.monotonic() - started
+    finally:
+        await replacement.stop()
+    assert ids(got) == [4, 5, 6]
+    # Not a speed target (the benchmark has those): joining blocks in `start` until the broker
+    # settles the group, which without static membership means the killed member's whole
+    # session; a third of it is a margin no healthy broker comes near.
+    assert resumed_s < SESSION_MS / 3000, f"resumed only after {resumed_s:.1f} s"
+    print(f"[kafka] resumed {resumed_s:.2f} s after the kill (session {SESSION_MS / 1000:.0f} s)")
+
+
+@pytest.mark.rig
+async def test_two_consumers_with_the_same_member_id_lose_nothing(
+    publisher: KafkaPublisher, subscriptions: Callable[[str], KafkaSubscription[Delivery]]
+) -> None:
+    """Two workers of one sync at once (a mistake the Lease prevents in a cluster): they fence
+    each other, commits fail and records come again, but every record reaches one of them;
+    the replayer's marker dedup absorbs the repeats."""
+    first, second = subscriptions("v3"), subscriptions("v3")
+    await first.start()
+    seen: set[int | None] = set()
+    stop = asyncio.Event()
+
+    async def consume(sub: KafkaSubscription[Delivery]) -> None:
+        while not stop.is_set():
+            try:
+                got = await sub.fetch(20, timeout_s=0.3)
+                seen.update(ids(got))
+                await sub.commit(got)
+            except KafkaTransportError:
+                await asyncio.sleep(0.2)
+
+    tasks = [asyncio.create_task(consume(first))]
+    await publisher.publish([envelope(i) for i in range(1, 21)])
+    await second.start()
+    tasks.append(asyncio.create_task(consume(second)))
+    await publisher.publish([envelope(i) for i in range(21, 41)])
+    started = time.monotonic()
+    try:
+        await until(lambda: _all_seen(seen, 40), timeout_s=90)
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    print(f"[kafka] all 40 seen {time.monotonic() - started:.1f} s after the second member")
+    assert set(range(1, 41)) <= seen
+
+
+async def _all_seen(seen: set[int | None], count: int) -> bool:
+    return set(range(1, count + 1)) <= seen
