@@ -14,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
+from operator_cases import live
 from rig.faultproxy import FAULTS, FaultProxy, ProxyError
 
 
@@ -131,6 +132,9 @@ def test_stop_ends_the_thread_and_frees_the_port(upstream: int) -> None:
 
     hung = threading.Thread(target=wait_on_a_hang)
     hung.start()
+    # The request must be hanging inside the proxy before the stop: stopping first would
+    # refuse the connection, and a ConnectError proves nothing about cutting a hang off.
+    live.wait_for(lambda: proxy.stats()["timeout"] == 1 or None, what="the request hanging")
     thread = proxy._thread
     proxy.stop()
     proxy.stop()  # idempotent
@@ -138,6 +142,7 @@ def test_stop_ends_the_thread_and_frees_the_port(upstream: int) -> None:
     assert thread is not None and not thread.is_alive()
     assert not hung.is_alive()
     assert outcome, "the hung request was not cut off by stop()"
+    assert not isinstance(outcome[0], httpx.ConnectError), outcome
     with pytest.raises(httpx.ConnectError):
         httpx.get(proxy.url, timeout=2)
 

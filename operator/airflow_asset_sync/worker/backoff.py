@@ -2,7 +2,7 @@
 
 Why jitter: after a target outage every replayer of every sync retries; spreading the retries
 avoids a synchronised burst against an API server that just came back (the measured 3.x
-ceiling on SQLite is ~70 writes/s, see airflow-api.md section 7).
+ceiling on SQLite is ~70 writes/s, as the benchmark measures it).
 """
 
 from __future__ import annotations

@@ -21,7 +21,8 @@ workers) running up to a second behind the API server's. A ``Date`` that lags th
 (uvicorn, serving Airflow 3, refreshes its cached one once a second: seen 1.7 s behind) only
 makes the bound more conservative; one that runs ahead would not, hence the margin.
 
-Two strategies, because the two APIs differ (airflow-api.md 1.1, 1.4, 2.1, 4.5):
+Two strategies, because the two event listings differ (`/api/v2/assets/events` filters by
+time; `/api/v1/datasets/events` neither filters by time nor sorts by id):
 
 - `V2Cursor` (Airflow 3.x): ``timestamp_gte`` filter, ascending, with the server appending the
   id as tie-breaker, so a page walk is stable.

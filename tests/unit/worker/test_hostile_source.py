@@ -401,7 +401,12 @@ def covered(row: Row, checkpoint: Checkpoint) -> bool:
         return True
     if checkpoint.timestamp is None:
         return False
-    return row.timestamp < checkpoint.timestamp - DEFAULT_OVERLAP
+    # The cursor's own lower bound (the overlap window, minus its settled part): a row below
+    # it is never read again, so it must have been published already.
+    lower = checkpoint.timestamp - DEFAULT_OVERLAP
+    if checkpoint.settled_before is not None:
+        lower = max(lower, min(checkpoint.settled_before, checkpoint.timestamp))
+    return row.timestamp < lower
 
 
 def assert_holds(source: HostileSource, worker: Worker, checkpoint: Checkpoint) -> None:
