@@ -10,7 +10,7 @@ import pytest
 
 from airflow_asset_sync.api.events import Envelope, SourceEvent
 from airflow_asset_sync.api.spec import ObjectRef, SyncSpec
-from airflow_asset_sync.api.status import Checkpoint, SourceStatus, TargetStatus
+from airflow_asset_sync.api.status import Checkpoint, Failure, SourceStatus, TargetStatus
 from airflow_asset_sync.clients.kube import KubeError
 from airflow_asset_sync.worker.parking import ParkingLot
 from airflow_asset_sync.worker.pipeline import replayer_options
@@ -18,6 +18,8 @@ from airflow_asset_sync.worker.replayer import ReplayerOptions
 from airflow_asset_sync.worker.status_store import StatusOffsetStore
 from operator_cases import live
 from rig.kube import KubeRig
+
+pytestmark = pytest.mark.rig
 
 T = datetime(2026, 11, 25, 3, 0, tzinfo=UTC)
 
@@ -119,3 +121,39 @@ async def test_twenty_targets_parked_to_their_byte_budget_fit_in_one_object(
     loaded = await store.load()
     assert {t.name: t.parked for t in loaded.targets} == {n: t.parked for n, t in saved.items()}
     assert sum(t.parked_events for t in loaded.targets) > 20 * 100
+
+
+async def test_failures_lag_and_removed_targets_as_the_api_server_stores_them(
+    sync_crd: KubeRig,
+) -> None:
+    """The CRD keeps what the worker reports (a pruned `failure` would leave the sync Ready),
+    `lagSeconds` is the largest target lag, and a removed target leaves the list."""
+    kube = sync_crd
+    namespace = live.create_namespace(kube, "status-failure")
+    live.apply(kube, live.sync_manifest("s"), namespace=namespace)
+    store = StatusOffsetStore(
+        live.kube_client_for(kube.kubeconfig), ObjectRef(namespace=namespace, name="s")
+    )
+    refused = Failure(
+        component="Target", kind="AuthFailed", retriable=False, message="login refused", since=T
+    )
+    await store.save_target(TargetStatus(name="gone", lag_seconds=31.0))
+    await store.save_target(TargetStatus(name="b", lag_seconds=4.5, failure=refused))
+    await store.save_target(TargetStatus(name="c", lag_seconds=None))
+    status = (live.get(kube, "airflowassetsync", "s", namespace) or {})["status"]
+    assert status["lagSeconds"] == 31.0
+    by_name = {t["name"]: t for t in status["targets"]}
+    assert by_name["b"]["failure"] == {
+        "component": "Target",
+        "kind": "AuthFailed",
+        "retriable": False,
+        "message": "login refused",
+        "since": "2026-11-25T03:00:00Z",
+    }
+
+    await store.retain_targets({"b", "c"})
+    await store.save_target(TargetStatus(name="b", lag_seconds=0.0))
+    status = (live.get(kube, "airflowassetsync", "s", namespace) or {})["status"]
+    assert sorted(t["name"] for t in status["targets"]) == ["b", "c"]
+    assert status["lagSeconds"] == 0.0
+    assert "failure" not in {t["name"]: t for t in status["targets"]}["b"]

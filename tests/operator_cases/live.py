@@ -264,10 +264,13 @@ class OperatorProcess:
         kubeconfig: Path,
         args: Sequence[str] = ("--standalone",),
         env: Mapping[str, str] | None = None,
+        metrics_port: int = 0,
     ) -> None:
         self.kube = kube
         self.name = name
         self.liveness_port = free_port()
+        #: The operator's /metrics port; 0 (the default) serves none.
+        self.metrics_port = metrics_port
         environment = {
             key: value
             for key, value in os.environ.items()
@@ -294,7 +297,7 @@ class OperatorProcess:
                 "--liveness-port",
                 str(self.liveness_port),
                 "--metrics-port",
-                "0",
+                str(metrics_port),
             ],
             log_path=kube.workdir / f"operator-{name}.log",
             env=environment,

@@ -15,6 +15,7 @@ import yaml
 from airflow_asset_sync.api import spec as api
 from airflow_asset_sync.controller import conditions
 from airflow_asset_sync.controller.conditions import Observed, Problem, Reason, WorkerPhase
+from airflow_asset_sync.controller.hints import with_action
 from packaging_cases import chart
 from packaging_cases.argocd import HEALTH_KEY, HEALTH_LUA, run_health
 from packaging_cases.tools import CHART
@@ -86,8 +87,10 @@ def test_health_messages_come_from_the_conditions() -> None:
     invalid, no_secret, fresh = run_health(
         [sync(problem=INVALID), sync(problem=NO_SECRET), sync(phase=None)]
     )
-    assert invalid["message"] == "Invalid spec: bad regex"
-    assert no_secret["message"] == 'Secret "a" not found'
+    # Argo CD shows the Stalled / Reconciling condition's message: with what to do.
+    assert invalid["message"] == with_action("InvalidSpec", "Invalid spec: bad regex")
+    assert invalid["message"].startswith("Invalid spec: bad regex. What to do: ")
+    assert no_secret["message"] == with_action("SecretNotFound", 'Secret "a" not found')
     assert fresh["message"] == "Waiting for the operator to report status"
 
 

@@ -24,6 +24,7 @@ import time
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -288,6 +289,20 @@ class AirflowInstance:
             deleted = db.execute(f"DELETE FROM {table} WHERE id = ?", (event_id,)).rowcount  # noqa: S608
             db.commit()
         assert deleted == 1, f"no event {event_id} in {table}"
+
+    def backdate_event(self, event_id: int, when: datetime) -> None:
+        """Move an event's timestamp into the past in the metadata database: neither API can
+        create an event at another time, and history needs old events."""
+        table = "dataset_event" if self.major == 2 else "asset_event"
+        with contextlib.closing(sqlite3.connect(self.home / "airflow.db", timeout=30)) as db:
+            row = db.execute(f"SELECT timestamp FROM {table} WHERE id = ?", (event_id,)).fetchone()  # noqa: S608
+            assert row is not None, f"no event {event_id} in {table}"
+            # Written in the format the row has (SQLAlchemy's naive UTC text on SQLite).
+            text = when.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+            if str(row[0]).endswith("+00:00"):
+                text += "+00:00"
+            db.execute(f"UPDATE {table} SET timestamp = ? WHERE id = ?", (text, event_id))  # noqa: S608
+            db.commit()
 
     # -- truthful API helpers ----------------------------------------------------------------
 

@@ -25,3 +25,13 @@ def test_readme_shows_the_ci_test_command() -> None:
     assert "make test" in ci
     assert "make test" in readme
     assert "make demo" in readme
+
+
+def test_readme_reasons_table_is_rendered_from_the_hints_describe_shows() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "gen-troubleshooting"), "--check"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr

@@ -113,12 +113,29 @@ class Marker(BaseModel):
         }
 
 
+class ReplayTag(BaseModel):
+    """Marks an envelope as re-sent by a replay (``spec.replay``), not read live.
+
+    The replayer checks such a delivery against every copy the target holds since `from`
+    (not only its newest pages), so a replay writes only what is missing. Carried in the
+    message, not looked up in the spec, because a delivery can outlive the spec that sent it
+    (Kafka keeps it across a rollout).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    id: str
+    from_: datetime = Field(alias="from")
+
+
 class Envelope(BaseModel):
     """The Kafka message value: a source event plus where it came from.
 
     Versioned so that a replayer can skip (and count) messages of a schema it does not know
     rather than crash on them; the key is the asset URI, so events of one asset stay ordered
-    within a partition.
+    within a partition. ``replay`` is optional and left out when unset, so live messages are
+    byte for byte what they were and an older replayer reads a replayed one as live (same
+    schema version).
     """
 
     model_config = ConfigDict(frozen=True, extra="ignore")
@@ -128,6 +145,7 @@ class Envelope(BaseModel):
     sync: str
     origin: str
     event: SourceEvent
+    replay: ReplayTag | None = None
 
     def marker(self) -> Marker:
         return Marker(
@@ -144,7 +162,8 @@ class Envelope(BaseModel):
         return extra
 
     def to_bytes(self) -> bytes:
-        return self.model_dump_json(by_alias=True).encode()
+        exclude = {"replay"} if self.replay is None else None
+        return self.model_dump_json(by_alias=True, exclude=exclude).encode()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Self:

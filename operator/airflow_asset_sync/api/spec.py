@@ -16,7 +16,14 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 GROUP = "airflow-asset-sync.github.io"
@@ -281,6 +288,45 @@ class Worker(Model):
     priority_class_name: str | None = None
 
 
+class Replay(Model):
+    """Re-read the source from `from` (to `until`) once; a new `id` asks for another replay.
+
+    Why an id rather than a flag or a timestamp of the request: the spec lives in git, and a
+    GitOps tool applies it again and again; the worker compares the id with
+    ``status.replay.id``, so re-applying the same spec never re-reads anything, and changing
+    the id is the one explicit way to ask again. Events the targets already have are skipped
+    by marker, so a replay only fills gaps.
+
+    A `from` in the future is not refused here: "now" is the worker's to judge when it starts
+    the replay (validation runs on every read of the spec, and a CEL rule has no clock), so the
+    worker reports it in ``status.replay`` as Failed.
+    """
+
+    id: Annotated[str, Field(min_length=1, max_length=63)]
+    from_: datetime = Field(alias="from")
+    until: datetime | None = None
+
+    @field_validator("from_", "until")
+    @classmethod
+    def _aware(cls, value: datetime | None, info: ValidationInfo) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            name = "from" if info.field_name == "from_" else "until"
+            raise ValueError(
+                f"spec.replay.{name} {value.isoformat()!r} needs a time zone offset, e.g. 'Z'"
+            )
+        if value is None:
+            return None
+        value = value.astimezone(UTC)
+        # A field validator (not a model one) so the error is reported at spec.replay.until.
+        start = info.data.get("from_")
+        if info.field_name == "until" and isinstance(start, datetime) and value <= start:
+            raise ValueError(
+                f"spec.replay.until {value.isoformat()} is not after spec.replay.from "
+                f"{start.isoformat()}"
+            )
+        return value
+
+
 class SyncSpec(Model):
     """`spec` of an AirflowAssetSync."""
 
@@ -292,6 +338,7 @@ class SyncSpec(Model):
     poll_interval: str = "1s"
     suspend: bool = False
     worker: Worker | None = None
+    replay: Replay | None = None
 
     @field_validator("start_from")
     @classmethod

@@ -4,13 +4,14 @@ Two writers, disjoint fields, so neither ever overwrites the other (each sends a
 of its own keys only):
 
 - the operator owns ``observedGeneration`` and ``conditions``;
-- the worker owns ``source`` and ``targets`` (offsets and counters).
+- the worker owns ``source``, ``targets`` (offsets and counters) and ``replay``.
 
 Status stays small (one cursor, capped lists): etcd objects should stay well under 1.5 MB.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, Literal
 
@@ -53,6 +54,30 @@ class Checkpoint(StatusModel):
     initialized: bool = False
 
 
+class Failure(StatusModel):
+    """What keeps one side of the worker from working, as the worker classified it.
+
+    Read by the operator to set conditions (`controller.conditions`): a failure that is not
+    ``retriable`` (wrong password, unknown CA, Kafka authorization, invalid settings) makes
+    the sync ``Stalled``; a retriable one (an instance down) is reported once it has lasted
+    a grace period, as ``Reconciling``. Cleared by the next success. ``component`` is where
+    it happened: the source, the target this entry belongs to, or Kafka. The message is the
+    client's, which never contains credentials.
+    """
+
+    component: Literal["Source", "Target", "Kafka"]
+    kind: Literal["AuthFailed", "TLSFailed", "ConfigInvalid", "Rejected", "Unavailable"]
+    retriable: bool
+    message: str
+    #: When this kind of failure started (kept while it repeats).
+    since: datetime
+
+    @property
+    def reason(self) -> str:
+        """The condition reason, e.g. ``TargetAuthFailed``."""
+        return f"{self.component}{self.kind}"
+
+
 class SourceStatus(StatusModel):
     checkpoint: Checkpoint = Field(default_factory=Checkpoint)
     api_version: Literal["v1", "v2"] | None = None
@@ -62,6 +87,7 @@ class SourceStatus(StatusModel):
     events_filtered: int = 0
     events_invalid: int = 0
     last_error: str | None = None
+    failure: Failure | None = None
 
 
 class ParkedEvent(StatusModel):
@@ -115,6 +141,30 @@ class TargetStatus(StatusModel):
     parked: list[ParkedAsset] = Field(default_factory=list)
     parked_events: int = 0
     last_error: str | None = None
+    failure: Failure | None = None
+
+
+ReplayPhase = Literal["Running", "Succeeded", "Failed"]
+
+
+class ReplayStatus(StatusModel):
+    """The outcome of the last ``spec.replay`` (`worker.replay`), kept until the next id.
+
+    ``until`` is the end the worker used: the spec's, else the live checkpoint when the
+    replay started (later events are the live stream's). Succeeded means every replayed
+    event is in the transport (with the in-process channel: committed by every target); the
+    targets skip, by marker, those they already have. ``message`` never holds a credential.
+    """
+
+    id: str
+    from_: datetime = Field(alias="from")
+    until: datetime | None = None
+    phase: ReplayPhase
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    events_read: int = 0
+    events_published: int = 0
+    message: str | None = None
 
 
 class WorkerStatus(StatusModel):
@@ -122,6 +172,16 @@ class WorkerStatus(StatusModel):
 
     source: SourceStatus = Field(default_factory=SourceStatus)
     targets: list[TargetStatus] = Field(default_factory=list)
+    #: The largest ``lag_seconds`` of any target (the ``Lag`` printer column): written by
+    #: the store with the targets (see `largest_lag`), never read back.
+    lag_seconds: float | None = None
+    #: The last replay asked for in ``spec.replay`` (None: never asked).
+    replay: ReplayStatus | None = None
+
+    @staticmethod
+    def largest_lag(targets: Iterable[TargetStatus]) -> float | None:
+        """The lag of the furthest-behind target whose lag is known."""
+        return max((t.lag_seconds for t in targets if t.lag_seconds is not None), default=None)
 
     def target(self, name: str) -> TargetStatus:
         for t in self.targets:

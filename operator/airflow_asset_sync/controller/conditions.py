@@ -17,7 +17,9 @@ Abnormal-true conditions are removed rather than set to False, as kstatus prescr
 mere presence means trouble (or, for Paused, intent).
 
 Reasons are CamelCase constants. A "problem" (see `Problem`) is something a reconcile step
-found; the Deployment's own state is only consulted when there is none.
+found, or a failure the worker reported in status (`worker_problem`: a wrong password, an
+unknown CA, an instance down for over a minute); the Deployment's own state is only
+consulted when there is none. What to do for each reason comes from `hints`.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from enum import StrEnum
 from typing import Any
 
 from airflow_asset_sync.api.status import Condition, ConditionStatus
+from airflow_asset_sync.controller.hints import with_action
 
 
 class ConditionType(StrEnum):
@@ -68,11 +71,30 @@ PROBLEM_REASONS = frozenset(
 )
 
 
+#: Reasons for failures the worker reports (`worker_problem`): component + kind.
+WORKER_REASONS = frozenset(
+    f"{component}{kind}"
+    for component in ("Source", "Target", "Kafka")
+    for kind in ("AuthFailed", "TLSFailed", "ConfigInvalid", "Rejected", "Unavailable")
+)
+
+#: How each failure kind reads in a message.
+_KIND_TEXT = {
+    "AuthFailed": "authentication failed",
+    "TLSFailed": "certificate not trusted",
+    "ConfigInvalid": "invalid settings",
+    "Rejected": "request rejected",
+    "Unavailable": "unreachable",
+}
+MAX_LISTED = 3
+
+
 @dataclass(frozen=True, kw_only=True)
 class Problem:
-    """Something a reconcile step found that stops the worker from running the spec."""
+    """Something that stops the worker from running the spec: found by a reconcile step,
+    or reported by the worker."""
 
-    reason: Reason
+    reason: str
     message: str
     #: True when retrying will not help until a person acts (kopf.PermanentError, Stalled);
     #: False when it may resolve by itself (kopf.TemporaryError with back-off, Reconciling).
@@ -102,6 +124,8 @@ class Observed:
     suspended: bool
     worker: WorkerState
     problem: Problem | None = None
+    #: A failure the worker reported in status (`worker_problem`).
+    worker_problem: Problem | None = None
 
 
 def _by_type(items: Sequence[Mapping[str, Any]] | None) -> dict[str, Mapping[str, Any]]:
@@ -158,7 +182,58 @@ def worker_state(deployment: Mapping[str, Any] | None) -> WorkerState:
     return WorkerState(phase=WorkerPhase.AVAILABLE, message=f"Worker {name} is available")
 
 
-_Entry = tuple[ConditionType, ConditionStatus, Reason, str]
+def worker_problem(status: Mapping[str, Any] | None) -> Problem | None:
+    """The failures the worker reports in `status` (``source.failure``,
+    ``targets[].failure``) as one problem; None when it reports none.
+
+    Failures that retrying cannot fix come first and make the problem stalled; the reason
+    is the first one's, and the message lists up to `MAX_LISTED` of them with the worker's
+    error, so Ready's message carries it.
+    """
+    if not isinstance(status, Mapping):
+        return None
+    found: list[tuple[bool, str, str]] = []  # (stalled, reason, text)
+    source = status.get("source")
+    places: list[tuple[str | None, Any]] = [
+        (None, source.get("failure") if isinstance(source, Mapping) else None)
+    ]
+    for target in status.get("targets") or ():
+        if isinstance(target, Mapping):
+            places.append((str(target.get("name", "?")), target.get("failure")))
+    for target_name, failure in places:
+        if not isinstance(failure, Mapping):
+            continue
+        component, kind = str(failure.get("component")), str(failure.get("kind"))
+        reason = f"{component}{kind}"
+        if reason not in WORKER_REASONS:
+            continue
+        stalled = failure.get("retriable") is False
+        if component == "Source":
+            who = "Source"
+        elif component == "Target":
+            who = f'Target "{target_name}"'
+        elif target_name is None:
+            who = "Kafka (publishing)"
+        else:
+            who = f'Kafka (target "{target_name}")'
+        since = "" if stalled else f" since {failure.get('since')}"
+        text = f"{who} {_KIND_TEXT[kind]}{since}: {failure.get('message', '')}"
+        found.append((stalled, reason, text))
+    if not found:
+        return None
+    found.sort(key=lambda item: not item[0])  # stable: stalled first, then in place order
+    texts = [text for _, _, text in found]
+    shown = "; ".join(texts[:MAX_LISTED])
+    if len(texts) > MAX_LISTED:
+        shown += f"; and {len(texts) - MAX_LISTED} more"
+    return Problem(reason=found[0][1], message=shown, stalled=found[0][0])
+
+
+_Entry = tuple[ConditionType, ConditionStatus, str, str]
+
+
+#: Phases in which no worker runs: a failure it reported earlier is stale.
+_NO_WORKER = frozenset({WorkerPhase.MISSING, WorkerPhase.SCALED_DOWN})
 
 
 def _entries(observed: Observed) -> list[_Entry]:
@@ -168,21 +243,37 @@ def _entries(observed: Observed) -> list[_Entry]:
     extra: list[_Entry] = []
     worker = observed.worker
     problem = observed.problem
+    reported = observed.worker_problem
     if problem is not None:
         ready = (T.READY, "False", problem.reason, problem.message)
         kind = T.STALLED if problem.stalled else T.RECONCILING
-        extra.append((kind, "True", problem.reason, problem.message))
+        extra.append((kind, "True", problem.reason, with_action(problem.reason, problem.message)))
     elif observed.suspended:
         ready = (T.READY, "False", R.SUSPENDED, "Suspended: the worker is scaled to zero")
         if worker.phase == WorkerPhase.PROGRESSING:
             extra.append((T.RECONCILING, "True", R.PROGRESSING, worker.message))
+    elif reported is not None and worker.phase not in _NO_WORKER:
+        # Before the Deployment's state: a pod that never gets ready because the source
+        # refuses its password is stalled, not "waiting for the worker pod to be ready".
+        ready = (T.READY, "False", reported.reason, reported.message)
+        kind = T.STALLED if reported.stalled else T.RECONCILING
+        extra.append(
+            (kind, "True", reported.reason, with_action(reported.reason, reported.message))
+        )
     elif worker.phase == WorkerPhase.AVAILABLE:
         ready = (T.READY, "True", R.WORKER_AVAILABLE, worker.message)
     elif worker.phase == WorkerPhase.UNAVAILABLE:
-        ready = (T.READY, "False", R.WORKER_UNAVAILABLE, worker.message)
+        ready = (
+            T.READY,
+            "False",
+            R.WORKER_UNAVAILABLE,
+            with_action(R.WORKER_UNAVAILABLE, worker.message),
+        )
     elif worker.phase == WorkerPhase.FAILED:
         ready = (T.READY, "False", R.ROLLOUT_FAILED, worker.message)
-        extra.append((T.STALLED, "True", R.ROLLOUT_FAILED, worker.message))
+        extra.append(
+            (T.STALLED, "True", R.ROLLOUT_FAILED, with_action(R.ROLLOUT_FAILED, worker.message))
+        )
     else:  # MISSING, PROGRESSING, or SCALED_DOWN left over from a suspend just lifted
         ready = (T.READY, "Unknown", R.PROGRESSING, worker.message)
         extra.append((T.RECONCILING, "True", R.PROGRESSING, worker.message))

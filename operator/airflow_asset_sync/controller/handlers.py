@@ -12,6 +12,8 @@ What triggers a reconcile, and why each is needed:
   child deleted, or changed by anyone but the operator (`kubectl edit`, `kubectl scale`), is
   put back at once rather than at the next resync; a worker Deployment's status change turns
   Ready true as soon as the pod is ready;
+- the sync's own events, when the failure the worker reports in status changed (a wrong
+  password, a target down for a minute): Ready and Stalled/Reconciling follow at once;
 - delete: nothing. Every child carries a controller owner reference (with
   `blockOwnerDeletion`), so the cluster's garbage collector deletes it with its sync, whether
   or not the operator runs.
@@ -219,6 +221,12 @@ def _run(trigger: str, *, body: kopf.Body, patch: kopf.Patch, runtime: Runtime) 
         result = reconcile.reconcile(body=body, ctx=runtime.context)
         if result.problem is not None:
             outcome.problem(result.problem.reason)
+    meta = body.get("metadata", {})
+    metrics.record_ready(
+        namespace=str(meta.get("namespace", "")),
+        name=str(meta.get("name", "")),
+        conditions=result.status["conditions"],
+    )
     if result.status_changed:
         patch.status["observedGeneration"] = result.status["observedGeneration"]
         patch.status["conditions"] = result.status["conditions"]
@@ -250,7 +258,11 @@ def resync_one(runtime: Runtime, key: SyncKey) -> None:
             outcome.problem(done.result.problem.reason)
     if done is None:
         runtime.resyncer.gone(key.uid)  # deleted or replaced since its last event
+        metrics.forget_sync(namespace=key.namespace, name=key.name)
         return
+    metrics.record_ready(
+        namespace=key.namespace, name=key.name, conditions=done.result.status["conditions"]
+    )
     _post(done.sync, done.result.events)
     problem = done.result.problem
     if problem is not None:
@@ -259,7 +271,8 @@ def resync_one(runtime: Runtime, key: SyncKey) -> None:
 
 
 def on_sync_event(*, type: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
-    """Every event of a served sync: keep `Resyncer`'s list of syncs current.
+    """Every event of a served sync: keep `Resyncer`'s list of syncs current, and turn a
+    failure the worker reported (or cleared) in status into conditions at once.
 
     An `on.event` handler, so kopf holds no finalizer for it. Nothing is deleted here: the
     garbage collector deletes the children through their owner references.
@@ -268,12 +281,24 @@ def on_sync_event(*, type: str | None, body: kopf.Body, memo: Any, **_: Any) -> 
     uid, namespace, name = meta.get("uid"), meta.get("namespace"), meta.get("name")
     if not uid or not namespace or not name:
         return
-    resyncer = _runtime(memo).resyncer
+    runtime = _runtime(memo)
+    resyncer = runtime.resyncer
     if type == "DELETED" or meta.get("deletionTimestamp"):
         resyncer.gone(str(uid))
-    else:
-        key = SyncKey(namespace=str(namespace), name=str(name), uid=str(uid))
-        resyncer.seen(key, context=contextvars.copy_context())
+        metrics.forget_sync(namespace=str(namespace), name=str(name))
+        return
+    key = SyncKey(namespace=str(namespace), name=str(name), uid=str(uid))
+    resyncer.seen(key, context=contextvars.copy_context())
+    if runtime.active() and reconcile.worker_report_changed(body):
+        with metrics.observe("worker-report"), runtime.locks(str(uid)):
+            refreshed = reconcile.refresh_from_worker(
+                kube_api=runtime.kube, sync=body, now=runtime.now()
+            )
+        if refreshed is not None:
+            metrics.record_ready(
+                namespace=str(namespace), name=str(name), conditions=refreshed.conditions
+            )
+            _post(refreshed.sync, refreshed.events)
 
 
 def on_child_event(
@@ -299,6 +324,9 @@ def on_child_event(
             if done is not None and done.result.problem is not None:
                 outcome.problem(done.result.problem.reason)
         if done is not None:
+            metrics.record_ready(
+                namespace=namespace, name=name, conditions=done.result.status["conditions"]
+            )
             _post(done.sync, done.result.events)
         return
     if body.get("kind") != "Deployment":
@@ -313,6 +341,7 @@ def on_child_event(
             now=runtime.now(),
         )
     if refreshed is not None:
+        metrics.record_ready(namespace=namespace, name=name, conditions=refreshed.conditions)
         _post(refreshed.sync, refreshed.events)
 
 

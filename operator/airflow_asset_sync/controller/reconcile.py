@@ -331,7 +331,11 @@ def reconcile(*, body: Mapping[str, Any], ctx: Context) -> Result:
         problem = exc.problem
         events = [*events, *_problem_event(body, problem)]
     observed = conditions.Observed(
-        generation=generation, suspended=suspended, worker=worker, problem=problem
+        generation=generation,
+        suspended=suspended,
+        worker=worker,
+        problem=problem,
+        worker_problem=conditions.worker_problem(body.get("status")),
     )
     status, changed = _status(body=body, observed=observed, now=ctx.now())
     previous = (body.get("status") or {}).get("conditions")
@@ -357,6 +361,8 @@ class Refreshed:
 
     sync: dict[str, Any]
     events: list[Event]
+    #: The conditions written (the operator's Ready metric is set from them).
+    conditions: list[dict[str, Any]] = field(default_factory=list)
 
 
 def refresh_from_deployment(
@@ -390,12 +396,52 @@ def refresh_from_deployment(
         generation=int(generation),
         suspended=bool((sync.get("spec") or {}).get("suspend", False)),
         worker=conditions.worker_state(deployment_body),
+        worker_problem=conditions.worker_problem(status),
     )
     new = conditions.compute(observed=observed, previous=previous, now=now)
     if new == previous:
         return None
     kube_api.patch_sync_status(namespace=namespace, name=owner_name, status={"conditions": new})
-    return Refreshed(sync=sync, events=transition_events(previous, new))
+    return Refreshed(sync=sync, events=transition_events(previous, new), conditions=new)
+
+
+def worker_report_changed(sync: Mapping[str, Any]) -> bool:
+    """True when the failures the worker reports in `sync`'s status are not what Ready says.
+
+    Asked on every event of the sync (the worker's status writes among them), so it reads
+    only the object: the Deployment is fetched (`refresh_from_worker`) only on a change.
+    False while a reconcile problem is shown or a spec change is not reconciled yet: the
+    reconcile then writes the conditions, the worker's report included.
+    """
+    status = sync.get("status") or {}
+    ready = conditions.find(status.get("conditions"), conditions.ConditionType.READY)
+    if ready is None or ready.get("reason") in conditions.PROBLEM_REASONS:
+        return False
+    if status.get("observedGeneration") != sync.get("metadata", {}).get("generation"):
+        return False
+    reported = conditions.worker_problem(status)
+    if reported is None:
+        return ready.get("reason") in conditions.WORKER_REASONS
+    return (ready.get("reason"), ready.get("message")) != (reported.reason, reported.message)
+
+
+def refresh_from_worker(
+    *, kube_api: kube.KubeApi, sync: Mapping[str, Any], now: datetime
+) -> Refreshed | None:
+    """Recompute the conditions of `sync` after its worker reported (or cleared) a failure."""
+    meta = sync.get("metadata", {})
+    namespace, name = str(meta.get("namespace")), str(meta.get("name"))
+    deployment_body = kube_api.get(
+        kube.ChildKind.DEPLOYMENT, namespace=namespace, name=naming.worker_name(name)
+    )
+    return refresh_from_deployment(
+        kube_api=kube_api,
+        deployment_body=deployment_body,
+        namespace=namespace,
+        owner_name=name,
+        owner_uid=str(meta.get("uid")),
+        now=now,
+    )
 
 
 def _live_sync(

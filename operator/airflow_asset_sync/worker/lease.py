@@ -40,12 +40,12 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from airflow_asset_sync.api.status import SourceStatus, TargetStatus, WorkerStatus
+from airflow_asset_sync.api.status import ReplayStatus, SourceStatus, TargetStatus, WorkerStatus
 from airflow_asset_sync.worker.clock import Clock, sleep_or_stop
 from airflow_asset_sync.worker.offsets import OffsetStore
 
@@ -400,6 +400,13 @@ class FencedOffsetStore:
     async def save_target(self, target: TargetStatus) -> None:
         if self._lease.is_held():
             await self._inner.save_target(target)
+
+    async def save_replay(self, replay: ReplayStatus) -> None:
+        if self._lease.is_held():
+            await self._inner.save_replay(replay)
+
+    async def retain_targets(self, names: Collection[str]) -> None:
+        await self._inner.retain_targets(names)
 
 
 # -- the Lease object in Kubernetes ------------------------------------------------------------

@@ -14,14 +14,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Container, Hashable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
+from airflow_asset_sync.api.events import Envelope
 from airflow_asset_sync.clients.airflow.base import (
     AirflowClient,
     EventPage,
@@ -37,6 +39,11 @@ PREFIX = "aas"
 
 #: Airflow API calls take ~10 ms (3.x) to ~130 ms (2.x) when healthy; timeouts are seconds.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+#: `asset_lag_seconds` exports only this many assets per target: the ones that lag most. A
+#: series per asset would grow with the source's asset count (thousands); ten are enough to
+#: name the assets that hold a target back.
+ASSET_LAG_TOP = 10
 
 
 class WorkerMetrics:
@@ -131,6 +138,13 @@ class WorkerMetrics:
             "1 while this worker holds its sync's Lease and may write to targets",
             registry=r,
         )
+        self.asset_lag_seconds = Gauge(
+            f"{PREFIX}_asset_lag_seconds",
+            f"aas_lag_seconds per asset, for the {ASSET_LAG_TOP} assets of the target that "
+            "lag most (others have no series); gone when the target is idle",
+            ["target", "asset"],
+            registry=r,
+        )
         self.api_latency = Histogram(
             f"{PREFIX}_api_request_duration_seconds",
             "Airflow API call latency; role is source or target:<name>",
@@ -146,6 +160,69 @@ class WorkerMetrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class AssetLag:
+    """The per-asset lag of one target, exported for its `top` most lagging assets only.
+
+    Fed by the replayer alongside its target-wide lag: `pending` names each delivery of a
+    batch as the batch starts, `update` gets the keys of the deliveries still pending whenever
+    the replayer recomputes its lag (`Replayer._set_lag`). The same rule as
+    `aas_lag_seconds`, per asset: now minus the source time of the asset's oldest delivery
+    still pending or just done; an asset with neither keeps its last value. The next batch
+    starts afresh (only its assets), and an idle target (nothing fetched) has none. The series
+    of an asset that leaves the top `top` is removed, so a worker exports at most `top` per
+    target, whatever the number of assets.
+    """
+
+    def __init__(self, metrics: WorkerMetrics, *, target: str, top: int = ASSET_LAG_TOP) -> None:
+        self._gauge = metrics.asset_lag_seconds
+        self._target = target
+        self._top = top
+        #: The current batch's deliveries not seen done (asset, source time), and each of its
+        #: assets' lag. O(batch) per update, as the replayer's own `min` over its pending.
+        self._open: dict[Hashable, tuple[str, datetime]] = {}
+        self._lag: dict[str, float] = {}
+        #: True once `update` ran: the next `pending` starts a new batch.
+        self._updated = True
+        self._shown: set[str] = set()
+
+    def pending(self, envelope: Envelope, asset: str) -> None:
+        """A delivery of `asset` is pending; the first one after an `update` starts a batch."""
+        if self._updated:
+            self._open, self._lag, self._updated = {}, {}, False
+        self._open[envelope.marker().key] = (asset, envelope.event.timestamp)
+
+    def update(self, pending: Container[Hashable], now: datetime, *, idle: bool) -> None:
+        """Recompute from the keys still pending in the replayer; `idle` clears every asset."""
+        self._updated = True
+        if idle:
+            self._open, self._lag = {}, {}
+        oldest: dict[str, datetime] = {}
+        done: list[Hashable] = []
+        for key, (asset, at) in self._open.items():
+            if key not in pending:
+                done.append(key)  # done since the last update: counts this once
+            if asset not in oldest or at < oldest[asset]:
+                oldest[asset] = at
+        for key in done:
+            del self._open[key]
+        for asset, at in oldest.items():
+            self._lag[asset] = max(0.0, (now - at).total_seconds())
+        self._publish()
+
+    def top(self) -> dict[str, float]:
+        """The exported assets and their lag (largest first; ties by URI)."""
+        ranked = sorted(self._lag.items(), key=lambda item: (-item[1], item[0]))
+        return dict(ranked[: self._top])
+
+    def _publish(self) -> None:
+        shown = self.top()
+        for asset in self._shown - shown.keys():
+            self._gauge.remove(self._target, asset)
+        for asset, lag in shown.items():
+            self._gauge.labels(target=self._target, asset=asset).set(lag)
+        self._shown = set(shown)
 
 
 Method = Literal["list_events", "post_event", "asset_exists"]

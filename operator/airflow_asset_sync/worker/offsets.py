@@ -24,10 +24,11 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Collection
 from pathlib import Path
 from typing import Protocol
 
-from airflow_asset_sync.api.status import SourceStatus, TargetStatus, WorkerStatus
+from airflow_asset_sync.api.status import ReplayStatus, SourceStatus, TargetStatus, WorkerStatus
 
 
 class OffsetStore(Protocol):
@@ -41,6 +42,15 @@ class OffsetStore(Protocol):
 
     async def save_target(self, target: TargetStatus) -> None:
         """Replace the ``status.targets`` entry named ``target.name``, keeping the others."""
+        ...
+
+    async def save_replay(self, replay: ReplayStatus) -> None:
+        """Replace ``status.replay`` (the outcome of the last ``spec.replay``)."""
+        ...
+
+    async def retain_targets(self, names: Collection[str]) -> None:
+        """Forget the entries of targets not in `names` (removed from the spec): the next
+        save leaves them out, so a removed target's figures do not outlive it."""
         ...
 
 
@@ -93,7 +103,20 @@ class FileOffsetStore:
         status.targets = [t for t in status.targets if t.name != target.name]
         status.targets.append(target.model_copy(deep=True))
         status.targets.sort(key=lambda t: t.name)
+        status.lag_seconds = WorkerStatus.largest_lag(status.targets)
         self._write(status)
+
+    async def save_replay(self, replay: ReplayStatus) -> None:
+        status = self._current()
+        status.replay = replay.model_copy(deep=True)
+        self._write(status)
+
+    async def retain_targets(self, names: Collection[str]) -> None:
+        status = self._current()
+        kept = [t for t in status.targets if t.name in names]
+        if len(kept) != len(status.targets):
+            status.targets = kept
+            self._write(status)
 
     def _write(self, status: WorkerStatus) -> None:
         data = json.dumps(status.to_patch(), indent=2, sort_keys=True).encode()

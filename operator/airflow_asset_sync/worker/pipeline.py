@@ -44,13 +44,15 @@ from airflow_asset_sync.clients.airflow.base import AirflowClient
 from airflow_asset_sync.worker.backoff import BackoffPolicy
 from airflow_asset_sync.worker.clock import Clock, SystemClock, sleep_or_stop
 from airflow_asset_sync.worker.cursor import DEFAULT_OVERLAP, make_cursor
+from airflow_asset_sync.worker.failures import FailureReport, Side
 from airflow_asset_sync.worker.filters import EventFilter
 from airflow_asset_sync.worker.health import Health
 from airflow_asset_sync.worker.lease import WriteFence
 from airflow_asset_sync.worker.metrics import InstrumentedClient, WorkerMetrics
 from airflow_asset_sync.worker.offsets import OffsetStore
 from airflow_asset_sync.worker.parking import ParkingLimits
-from airflow_asset_sync.worker.poller import Poller
+from airflow_asset_sync.worker.poller import Poller, PollPace
+from airflow_asset_sync.worker.replay import ReplayRun, abandoned, due
 from airflow_asset_sync.worker.replayer import Replayer, ReplayerOptions
 from airflow_asset_sync.worker.transport import Publisher, Subscription
 
@@ -131,6 +133,8 @@ class SyncWorker:
         self._saved: dict[str, Any] | None = None
         self._stopping = False
         self._log_extra = {"sync": sync}
+        #: Target clients once connected, for a replay's check that every target answers.
+        self._target_clients: dict[str, AirflowClient] = {}
 
     @property
     def status(self) -> WorkerStatus | None:
@@ -174,9 +178,17 @@ class SyncWorker:
         status = await self._store.load()
         names = {t.name for t in spec.targets}
         status.targets = [t for t in status.targets if t.name in names]  # removed targets
+        await self._store.retain_targets(names)
         for target in spec.targets:
             status.target(target.name)
+        # Failures are this pod's to report: one left by an earlier worker (before a fixed
+        # Secret rolled it) must not keep the sync Stalled.
+        status.source.failure = None
+        for target_status in status.targets:
+            target_status.failure = None
         self._status = status
+        if status.replay is not None and abandoned(spec.replay, status.replay, self._clock.now()):
+            await self._store.save_replay(status.replay)
         self._saved = status.model_dump(mode="json")
 
         await self._publisher.start()
@@ -236,12 +248,19 @@ class SyncWorker:
         and the other targets from running (nor crash-loop the pod).
         """
         backoff = CONNECT_BACKOFF.start()
+        side: Side = "Source" if isinstance(status, SourceStatus) else "Target"
+        failures = FailureReport(status, side=side, clock=self._clock)
         while True:
             try:
-                return await self._client(endpoint, role)
+                client = await self._client(endpoint, role)
             except Exception as exc:
                 delay = backoff.next()
                 status.last_error = f"connect: {type(exc).__name__}: {exc}"
+                failures.failed(exc)
+                if isinstance(status, TargetStatus):
+                    # Nothing is replayed and the backlog is unknown: no lag figure beats a
+                    # stale one (the last figure kept showing a healthy lag).
+                    status.lag_seconds = None
                 log.warning(
                     "cannot set up the Airflow client; retrying",
                     extra={
@@ -253,6 +272,9 @@ class SyncWorker:
                 )
                 if await sleep_or_stop(self._clock, stop, delay):
                     return None
+            else:
+                failures.succeeded()
+                return client
 
     async def _source_side(self, stop: asyncio.Event, clients: list[AirflowClient]) -> None:
         assert self._status is not None
@@ -283,7 +305,35 @@ class SyncWorker:
             max_publish=options.replayer.commit_batch,
         )
         log.info("polling the source", extra={**self._log_extra, "api": client.api_version})
-        await poller.run(stop)
+        replay = self._replay_run(client)
+        if replay is None:
+            await poller.run(stop)
+        else:
+            # Side by side: the live stream goes on while history is re-read (`replay`).
+            await asyncio.gather(poller.run(stop), replay.run(stop))
+
+    def _replay_run(self, client: AirflowClient) -> ReplayRun | None:
+        """The replay `spec.replay` asks for, if it is due (`replay.due`)."""
+        assert self._status is not None
+        spec = self._spec
+        if spec.replay is None or not due(spec.replay, self._status.replay):
+            return None
+        return ReplayRun(
+            replay=spec.replay,
+            status=self._status,
+            source=client,
+            targets=lambda: self._target_clients,
+            target_names=[t.name for t in spec.targets],
+            publisher=self._publisher,
+            store=self._store,
+            sync=self._sync,
+            origin=spec.source.identity,
+            event_filter=EventFilter(spec.assets),
+            clock=self._clock,
+            # The poller's pace while events flow, one page at a time.
+            pause=PollPace(spec.poll_interval_seconds).active_interval,
+            max_publish=self._options.replayer.commit_batch,
+        )
 
     async def _target_side(
         self, target: Target, stop: asyncio.Event, clients: list[AirflowClient]
@@ -294,6 +344,7 @@ class SyncWorker:
         if client is None:
             return
         clients.append(client)
+        self._target_clients[target.name] = client
         status.api_version = client.api_version
         status.last_error = None
         replayer = Replayer(
@@ -373,6 +424,9 @@ class SyncWorker:
             await self._store.save_source(self._status.source)
             for target in self._status.targets:
                 await self._store.save_target(target)
+            replay = self._status.replay
+            if replay is not None and current.get("replay") != (self._saved or {}).get("replay"):
+                await self._store.save_replay(replay)
         except Exception as exc:
             if self._stopping and getattr(exc, "status", None) in (403, 404):
                 # Expected when the sync is being deleted: the garbage collector deletes the

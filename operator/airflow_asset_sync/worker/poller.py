@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -53,7 +52,7 @@ from datetime import datetime, timedelta
 from airflow_asset_sync.api.events import MARKER_KEY, Envelope, SourceEvent
 from airflow_asset_sync.api.spec import StartFrom
 from airflow_asset_sync.api.status import Checkpoint, SourceStatus
-from airflow_asset_sync.clients.airflow.base import BadResponse
+from airflow_asset_sync.clients.airflow.base import BadResponse, InvalidRow
 from airflow_asset_sync.worker.backoff import BackoffPolicy
 from airflow_asset_sync.worker.clock import Clock, sleep_or_stop
 from airflow_asset_sync.worker.cursor import (
@@ -63,6 +62,7 @@ from airflow_asset_sync.worker.cursor import (
     next_checkpoint,
     resolve_start,
 )
+from airflow_asset_sync.worker.failures import FailureReport
 from airflow_asset_sync.worker.filters import EventFilter
 from airflow_asset_sync.worker.health import Health
 from airflow_asset_sync.worker.metrics import WorkerMetrics
@@ -133,32 +133,25 @@ class PollPace:
         return self.interval
 
 
-_EVENT_IN_MESSAGE = re.compile(r"\bevent (\d+)\b")
-_ROW_IN_MESSAGE = re.compile(r"\s*\brow \d+\b")
-
-
 def _invalid_key(exc: BadResponse) -> InvalidKey:
-    """A stable identity for an invalid row across polls.
+    """A stable identity for an invalid row across polls, from the fields the client set.
 
-    The event id when the client attaches it (``event_id`` attribute) or names it in the
-    message ("event 57"); else the message without its row index, since a row's index in a
-    page moves as new events arrive (2.x walks from the newest).
+    The event id when the row has a readable one; else where and what failed, without the
+    row's index (it moves as new events arrive: 2.x walks from the newest). An invalid row
+    without fields (not an `InvalidRow`) is known by its whole message.
     """
-    event_id = getattr(exc, "event_id", None)
-    if isinstance(event_id, int):
-        return ("id", event_id)
-    found = _EVENT_IN_MESSAGE.search(str(exc))
-    if found:
-        return ("id", int(found.group(1)))
-    return ("message", _ROW_IN_MESSAGE.sub("", str(exc)))
+    if isinstance(exc, InvalidRow):
+        if exc.event_id is not None:
+            return ("id", exc.event_id)
+        return ("problem", exc.problem)
+    return ("message", str(exc))
 
 
 def _invalid_position(exc: BadResponse) -> tuple[datetime, int] | None:
-    ts = getattr(exc, "timestamp", None)
-    if not isinstance(ts, datetime) or ts.tzinfo is None:
+    """Where the row sorts (its timestamp, then id), or None when that cannot be read."""
+    if not isinstance(exc, InvalidRow) or exc.timestamp is None or exc.timestamp.tzinfo is None:
         return None
-    event_id = getattr(exc, "event_id", None)
-    return (ts, event_id if isinstance(event_id, int) else -1)
+    return (exc.timestamp, exc.event_id if exc.event_id is not None else -1)
 
 
 class Poller:
@@ -206,6 +199,7 @@ class Poller:
         self._strikes: dict[InvalidKey, int] = {}
         self._skipped_invalid: OrderedDict[InvalidKey, None] = OrderedDict()
         self._log_extra = {"sync": sync, "origin": origin}
+        self._failures = FailureReport(status, side="Source", clock=clock)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Poll until `stop` is set. An iteration under way (publish, checkpoint) completes.
@@ -222,6 +216,7 @@ class Poller:
             except Exception as exc:
                 kind = type(exc).__name__
                 self.status.last_error = f"{kind}: {exc}"
+                self._failures.failed(exc)
                 self._metrics.poll_errors.labels(kind=kind).inc()
                 delay = backoff.next()
                 log.warning(
@@ -230,6 +225,7 @@ class Poller:
                 )
             else:
                 backoff.reset()
+                self._failures.succeeded()
                 delay = pace.after(result, self._clock.monotonic())
             if await sleep_or_stop(self._clock, stop, delay):
                 break

@@ -39,6 +39,8 @@ Exactly-once in the target, on top of at-least-once delivery:
   is cached for the suspect window, so a restart costs one GET per asset, not per event.
 - A write that failed ambiguously (timeout, garbled answer) may have landed; the next attempt
   checks the target the same way (uncached) before writing again.
+- A replayed delivery (``spec.replay``, flagged on its envelope) is checked against every
+  copy of its asset in the target since the replay's start, however old (`replay_dedup`).
 
 One writer per sync (in a cluster, `lease`): with a `fence`, every write waits until the
 worker holds its sync's Lease. If the lease was lost and then taken back after another
@@ -69,9 +71,11 @@ from airflow_asset_sync.clients.airflow.base import (
 )
 from airflow_asset_sync.worker.backoff import Backoff, BackoffPolicy
 from airflow_asset_sync.worker.clock import Clock, sleep_or_stop
+from airflow_asset_sync.worker.failures import FailureReport
 from airflow_asset_sync.worker.lease import WriteFence
-from airflow_asset_sync.worker.metrics import WorkerMetrics
+from airflow_asset_sync.worker.metrics import AssetLag, WorkerMetrics
 from airflow_asset_sync.worker.parking import ParkingLimits, ParkingLot, key_of, to_envelope
+from airflow_asset_sync.worker.replay_dedup import ReplayMarkers
 from airflow_asset_sync.worker.transport import Delivery, Subscription
 
 log = logging.getLogger(__name__)
@@ -149,8 +153,11 @@ class Replayer:
         self._recent: OrderedDict[Key, None] = OrderedDict()
         self._suspect_left = options.commit_batch
         self._suspect_cache: dict[str, set[Key]] = {}
+        #: Copies by marker for replayed deliveries (`spec.replay`): see `replay_dedup`.
+        self._replays = ReplayMarkers(client, clock=clock, target=target.name)
         self._semaphore = asyncio.Semaphore(options.concurrency)
         self._log_extra = {"target": target.name}
+        self._failures = FailureReport(status, side="Target", clock=clock)
         self._fence = fence
         self._fence_generation = fence.generation if fence is not None else 0
         #: Deliveries still to check against the target after the lease changed hands.
@@ -168,6 +175,7 @@ class Replayer:
         self._lot_changed = asyncio.Event()
         #: Source times of the current batch's deliveries not done yet (for the lag).
         self._pending: dict[Key, datetime] = {}
+        self._asset_lag = AssetLag(metrics, target=target.name)
         for asset in self._lot.assets:
             self._schedule_probe(asset.uri, now=True)
         self._set_gauges()
@@ -203,6 +211,7 @@ class Replayer:
                     break
                 continue
             backoff.reset()
+            self._failures.succeeded(component="Kafka")
             if deliveries is None:
                 break
             if deliveries:
@@ -250,6 +259,7 @@ class Replayer:
                 self._pending.setdefault(
                     delivery.envelope.marker().key, delivery.envelope.event.timestamp
                 )
+                self._asset_lag.pending(delivery.envelope, uri)
 
         async def run_group(uri: str, indexes: list[int]) -> None:
             for index in indexes:
@@ -348,6 +358,10 @@ class Replayer:
                     check = "fresh"
             try:
                 async with self._semaphore:
+                    if await self._replays.holds(envelope, uri):
+                        why = "replay: already in target"
+                        self._deduplicated(envelope, uri, why, lag=not parked)
+                        return Outcome.DONE
                     if check is not None:
                         if await self._in_target(uri, key, cached=check == "cached"):
                             self._deduplicated(envelope, uri, "already in target", lag=not parked)
@@ -363,7 +377,8 @@ class Replayer:
                 return Outcome.UNKNOWN
             except BadRequest as exc:
                 rejections += 1
-                self._error("rejected", exc, uri=uri)
+                # One event refused is that event's problem (eventsFailed), not the target's.
+                self._error("rejected", exc, uri=uri, report=False)
                 if rejections >= self._options.max_rejections:
                     self._failed(envelope, uri, exc, lag=not parked)
                     return Outcome.DONE
@@ -386,6 +401,7 @@ class Replayer:
     def _lease_changed_hands(self, generation: int) -> None:
         self._fence_generation = generation
         self._suspect_cache.clear()
+        self._replays.clear()
         self._recheck_left = self._options.commit_batch
         self._lot_suspect = {a.uri for a in self._lot.assets}
         log.info(
@@ -629,6 +645,7 @@ class Replayer:
         lag = 0.0 if oldest is None else max(0.0, (now - oldest).total_seconds())
         self.status.lag_seconds = round(lag, 3)
         self._metrics.lag_seconds.labels(target=self._target.name).set(lag)
+        self._asset_lag.update(self._pending, now, idle=oldest is None)
 
     def _remember(self, key: Key) -> None:
         self._recent[key] = None
@@ -637,10 +654,12 @@ class Replayer:
 
     def _written(self, envelope: Envelope, uri: str, key: Key, *, lag: bool = True) -> None:
         self._remember(key)
+        self._replays.add(uri, key)
         if not self._lot.is_parked(uri):
             self._unknown_asset(uri, add=False)
         self.status.events_replayed += 1
         self.status.last_error = None
+        self._failures.succeeded()
         self._metrics.events_replayed.labels(target=self._target.name).inc()
         self._progress(envelope, lag=lag)
         log.debug(
@@ -650,6 +669,7 @@ class Replayer:
 
     def _deduplicated(self, envelope: Envelope, uri: str, why: str, *, lag: bool = True) -> None:
         self._remember(envelope.marker().key)
+        self._replays.add(uri, envelope.marker().key)
         self.status.events_deduplicated += 1
         self._metrics.events_deduplicated.labels(target=self._target.name).inc()
         self._progress(envelope, lag=lag)
@@ -706,8 +726,11 @@ class Replayer:
         *,
         uri: str | None = None,
         message: str = "target write failed; retrying",
+        report: bool = True,
     ) -> None:
         self.status.last_error = f"{type(exc).__name__}: {exc}"
+        if report:
+            self._failures.failed(exc)
         self._metrics.replay_errors.labels(target=self._target.name, kind=kind).inc()
         log.warning(
             message,

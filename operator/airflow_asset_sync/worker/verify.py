@@ -24,15 +24,16 @@ from __future__ import annotations
 import json
 import sys
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from airflow_asset_sync.api.events import MARKER_KEY, Envelope, Marker, SourceEvent
 from airflow_asset_sync.api.spec import SyncSpec, Target, parse_duration
-from airflow_asset_sync.clients.airflow.base import AirflowClient, EventPage, EventQuery
+from airflow_asset_sync.clients.airflow.base import AirflowClient
 from airflow_asset_sync.worker.filters import EventFilter
+from airflow_asset_sync.worker.scan import pages
 
 #: Progress is reported every this many events read (long scans of a busy source).
 PROGRESS_EVERY = 1000
@@ -240,51 +241,13 @@ def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-async def _pages(
-    client: AirflowClient,
-    since: datetime,
-    *,
-    until: datetime | None = None,
-    asset_uri: str | None = None,
-) -> AsyncIterator[EventPage]:
-    """The listing's pages that can hold events from `since` on (up to `until`, if given).
-
-    3.x is read oldest first from `since` (its time filter); 2.x has none, so it is read
-    newest first until `since`. Offsets only ever move forward: a row committed during the
-    scan can shift a 2.x page, which re-reads a row (callers keep it once, by id), never
-    skips one.
-    """
-    ascending = client.api_version == "v2"
-    offset = 0
-    while True:
-        page = await client.list_events(
-            EventQuery(
-                limit=client.page_limit,
-                offset=offset,
-                ascending=ascending,
-                timestamp_gte=since if ascending else None,
-                asset_uri=asset_uri,
-            )
-        )
-        rows = len(page.events) + len(page.invalid)
-        offset += rows
-        yield page
-        if _last_page(page, rows, offset):
-            return
-        if not page.events:
-            continue  # a page of unreadable rows only: read on
-        last = page.events[-1].timestamp
-        if (ascending and until is not None and last > until) or (not ascending and last < since):
-            return
-
-
 async def scan_source(
     client: AirflowClient, window: Window, *, progress: Progress = _stderr
 ) -> tuple[list[SourceEvent], int]:
     """Every source event in `window` (and the count of unreadable rows)."""
     found: dict[int, SourceEvent] = {}
     invalid = read = 0
-    async for page in _pages(client, window.since, until=window.until):
+    async for page in pages(client, window.since, until=window.until):
         invalid += len(page.invalid)
         for event in page.events:
             if event.timestamp in window:
@@ -305,16 +268,10 @@ async def scan_target(client: AirflowClient, uri: str, window: Window) -> list[S
         return None
     return [
         e
-        async for page in _pages(client, window.since, asset_uri=uri)
+        async for page in pages(client, window.since, asset_uri=uri)
         for e in page.events
         if e.timestamp >= window.since
     ]
-
-
-def _last_page(page: EventPage, rows: int, offset: int) -> bool:
-    """No more rows. Not "a short page": a server whose page cap is below ours (Airflow's
-    `maximum_page_limit`) answers short pages that are not the end."""
-    return rows == 0 or (page.total_entries is not None and offset >= page.total_entries)
 
 
 async def verify(

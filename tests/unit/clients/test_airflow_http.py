@@ -26,6 +26,7 @@ from airflow_asset_sync.clients.airflow.base import (
     AuthFailed,
     BadRequest,
     BadResponse,
+    TlsFailed,
     Unavailable,
     WriteOutcomeUnknown,
 )
@@ -777,3 +778,61 @@ def test_tls_ca_file_is_the_only_trust_anchor(tmp_path: Path) -> None:
     assert subjects == [((("commonName", "rig-test-ca"),),)]
     assert context.verify_mode == ssl.CERT_REQUIRED
     AirflowHttp("https://airflow.test", tls=TlsOptions(ca_file=ca_file))  # accepted as a client
+
+
+async def test_a_certificate_that_does_not_verify_is_tls_failed_and_not_retried(
+    tmp_path: Path,
+) -> None:
+    """A real TLS handshake on loopback: an unknown CA is a person's problem (TlsFailed, not
+    retriable: the sync goes Stalled), not an outage to retry; the right CA works."""
+    from rig.pki import CertificateAuthority
+
+    ca, other = CertificateAuthority.create("rig-ca"), CertificateAuthority.create("other-ca")
+    cert, key = ca.issue("airflow", groups=[], server_names=["127.0.0.1"])
+    cert_file, key_file, ca_file, other_ca = (
+        tmp_path / name for name in ("server.crt", "server.key", "ca.crt", "other.crt")
+    )
+    cert_file.write_bytes(cert)
+    key_file.write_bytes(key)
+    ca_file.write_bytes(ca.cert_pem)
+    other_ca.write_bytes(other.cert_pem)
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert_file, key_file)
+    connections = 0
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        try:
+            await writer.start_tls(server_ctx)
+            await reader.readuntil(b"\r\n\r\n")
+            body = b'{"version": "3.3.0"}'
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+                + body
+            )
+            await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
+            pass
+        finally:
+            writer.close()
+
+    # Plain TCP, then TLS inside the handler: connections are counted before the handshake.
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    url = f"https://127.0.0.1:{port}"
+    try:
+        for trust in (TlsOptions(ca_file=other_ca), TlsOptions()):
+            async with AirflowHttp(url, tls=trust, options=HttpOptions(max_attempts=3)) as http:
+                with pytest.raises(TlsFailed) as caught:
+                    await http.request("GET", "/api/v2/version", authenticate=False)
+            assert not caught.value.retriable
+            assert "CERTIFICATE_VERIFY_FAILED" in str(caught.value)
+        assert connections == 2, "one attempt each: a retry cannot fix a certificate"
+        async with AirflowHttp(url, tls=TlsOptions(ca_file=ca_file)) as http:
+            reply = await http.request("GET", "/api/v2/version", authenticate=False)
+        assert reply.status == 200
+    finally:
+        server.close()
+        await server.wait_closed()

@@ -186,3 +186,112 @@ def test_find() -> None:
     assert ready["status"] == "True"
     assert c.find(conds, ConditionType.STALLED) is None
     assert c.find(None, ConditionType.READY) is None
+
+
+# --- failures the worker reports ------------------------------------------------------------
+
+
+def _failure(component: str, kind: str, *, retriable: bool, message: str) -> dict[str, Any]:
+    return {
+        "component": component,
+        "kind": kind,
+        "retriable": retriable,
+        "message": message,
+        "since": "2024-05-01T11:58:00Z",
+    }
+
+
+def test_a_failure_retrying_cannot_fix_makes_the_sync_stalled_with_the_workers_error() -> None:
+    status = {
+        "source": {},
+        "targets": [
+            {
+                "name": "b",
+                "failure": _failure(
+                    "Target",
+                    "AuthFailed",
+                    retriable=False,
+                    message="POST /auth/token: login refused",
+                ),
+            }
+        ],
+    }
+    reported = c.worker_problem(status)
+    assert reported == c.Problem(
+        reason="TargetAuthFailed",
+        message='Target "b" authentication failed: POST /auth/token: login refused',
+        stalled=True,
+    )
+    # Even while the pod is not ready (a source refusing the password keeps it so).
+    for phase in (WorkerPhase.AVAILABLE, WorkerPhase.PROGRESSING, WorkerPhase.FAILED):
+        conds = _compute(_observed(phase, worker_problem=reported))
+        assert set(conds) == {"Ready", "Stalled"}
+        assert conds["Ready"]["status"] == "False"
+        assert conds["Ready"]["reason"] == "TargetAuthFailed"
+        assert conds["Ready"]["message"] == reported.message
+        assert conds["Stalled"]["message"].startswith(reported.message + ". What to do: check ")
+
+
+def test_an_outage_is_reconciling_and_says_since_when() -> None:
+    status = {
+        "source": {
+            "failure": _failure(
+                "Source",
+                "Unavailable",
+                retriable=True,
+                message="GET /api/v2/assets/events: HTTP 503",
+            )
+        }
+    }
+    reported = c.worker_problem(status)
+    assert reported is not None and not reported.stalled
+    conds = _compute(_observed(worker_problem=reported))
+    assert set(conds) == {"Ready", "Reconciling"}
+    assert conds["Ready"]["reason"] == "SourceUnavailable"
+    assert "since 2024-05-01T11:58:00Z" in conds["Ready"]["message"]
+
+
+def test_stalled_failures_come_first_and_kafka_names_its_side() -> None:
+    status = {
+        "source": {"failure": _failure("Kafka", "Unavailable", retriable=True, message="x")},
+        "targets": [
+            {
+                "name": "b",
+                "failure": _failure(
+                    "Kafka", "AuthFailed", retriable=False, message="group authorization failed"
+                ),
+            },
+            {"name": "c"},
+        ],
+    }
+    reported = c.worker_problem(status)
+    assert reported is not None
+    assert (reported.reason, reported.stalled) == ("KafkaAuthFailed", True)
+    assert reported.message.startswith('Kafka (target "b") authentication failed: group')
+    assert "; Kafka (publishing) unreachable since" in reported.message
+
+
+def test_no_failure_or_no_worker_means_the_deployment_speaks() -> None:
+    assert c.worker_problem({"source": {}, "targets": [{"name": "b"}]}) is None
+    assert c.worker_problem(None) is None
+    reported = c.Problem(reason="SourceAuthFailed", message="stale", stalled=True)
+    # Suspended or deleted: no worker runs, a failure it reported earlier is stale.
+    conds = _compute(_observed(WorkerPhase.MISSING, worker_problem=reported))
+    assert conds["Ready"]["reason"] == Reason.PROGRESSING
+    # A reconcile problem (the spec, a Secret) comes before what the worker said.
+    problem = c.Problem(reason=Reason.SECRET_NOT_FOUND, message="gone", stalled=False)
+    conds = _compute(_observed(problem=problem, worker_problem=reported))
+    assert conds["Ready"]["reason"] == "SecretNotFound"
+
+
+def test_every_reason_a_condition_can_carry_has_a_hint() -> None:
+    from airflow_asset_sync.controller import hints
+
+    reasons = {str(r) for r in Reason} | c.WORKER_REASONS
+    reachable = reasons - {
+        "SourceConfigInvalid",
+        "TargetConfigInvalid",
+        "KafkaTLSFailed",
+        "WorkerAvailable",
+    }
+    assert reachable - set(hints.HINTS) == set()

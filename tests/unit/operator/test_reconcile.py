@@ -434,3 +434,45 @@ def test_changed_by_others_reads_managed_fields() -> None:
     )
     # Our later apply took the fields back: settled.
     assert not changed(_managed(("kubectl-edit", t0, None), (ours, t1, None)), field_manager=ours)
+
+
+# --- failures the worker reports in status ---------------------------------------------------
+
+
+def _worker_reports(fake: FakeKube, failure: dict[str, Any] | None) -> None:
+    status = fake.objects[(api.KIND, NS, NAME)].setdefault("status", {})
+    status["targets"] = [{"name": "b", **({"failure": failure} if failure else {})}]
+
+
+def test_a_worker_failure_turns_ready_false_at_once_and_clears_when_it_does(
+    fake: FakeKube,
+) -> None:
+    _run(fake)
+    _refresh(fake, fake.roll_out(namespace=NS, name=CHILD))
+    assert not reconcile.worker_report_changed(_body(fake)), "nothing reported yet"
+    _worker_reports(
+        fake,
+        {
+            "component": "Target",
+            "kind": "AuthFailed",
+            "retriable": False,
+            "message": "login refused",
+            "since": "2024-05-01T11:59:00Z",
+        },
+    )
+    assert reconcile.worker_report_changed(_body(fake))
+    refreshed = reconcile.refresh_from_worker(kube_api=fake, sync=_body(fake), now=NOW)
+    assert refreshed is not None
+    conds = _conditions(fake)
+    assert conds["Ready"]["status"] == "False"
+    assert conds["Ready"]["reason"] == "TargetAuthFailed"
+    assert conds["Stalled"]["reason"] == "TargetAuthFailed"
+    assert [(e.type, e.reason) for e in refreshed.events] == [("Warning", "TargetAuthFailed")]
+    assert not reconcile.worker_report_changed(_body(fake)), "shown: no more API calls"
+    # The periodic reconcile agrees (it reads the same report).
+    assert not _run(fake).status_changed
+    _worker_reports(fake, None)
+    assert reconcile.worker_report_changed(_body(fake))
+    assert reconcile.refresh_from_worker(kube_api=fake, sync=_body(fake), now=NOW) is not None
+    assert _conditions(fake)["Ready"]["reason"] == "WorkerAvailable"
+    assert "Stalled" not in _conditions(fake)

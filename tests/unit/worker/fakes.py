@@ -19,12 +19,12 @@ import asyncio
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from airflow_asset_sync.api.events import Envelope, SourceEvent
-from airflow_asset_sync.api.status import SourceStatus, TargetStatus, WorkerStatus
+from airflow_asset_sync.api.status import ReplayStatus, SourceStatus, TargetStatus, WorkerStatus
 from airflow_asset_sync.clients.airflow.base import (
     AirflowError,
     AssetNotFound,
@@ -32,6 +32,7 @@ from airflow_asset_sync.clients.airflow.base import (
     BadResponse,
     EventPage,
     EventQuery,
+    InvalidRow,
     PostedEvent,
 )
 from airflow_asset_sync.worker.transport import Delivery
@@ -39,17 +40,6 @@ from airflow_asset_sync.worker.transport import Delivery
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 Version = Literal["v1", "v2"]
 InvalidMode = Literal["anonymous", "id", "positioned", "message"]
-
-
-class BadRow(BadResponse):
-    """A row that failed validation; `event_id`/`timestamp` as a client may attach them."""
-
-    def __init__(
-        self, message: str, *, event_id: int | None = None, timestamp: datetime | None = None
-    ) -> None:
-        super().__init__(message)
-        self.event_id = event_id
-        self.timestamp = timestamp
 
 
 class FakeAirflow:
@@ -143,18 +133,19 @@ class FakeAirflow:
         return min(requested, self.server_limit)
 
     def _bad_row(self, event: SourceEvent, index: int) -> BadResponse:
-        message = f"event {event.id}: field 'uri' has the wrong type"
+        where = "GET http://airflow/api/events (HTTP 200)"
+        problem = f"{where}: field 'uri' has the wrong type"
+        message = f"{where}: event {event.id} row {index}: field 'uri' has the wrong type"
         if self.invalid_mode == "message":
-            # What the real clients raise: no attributes, the id and the row in the message.
-            return BadResponse(
-                f"GET http://airflow/api/events (HTTP 200): event {event.id} row {index}: "
-                "field 'uri' is missing"
-            )
+            # A client that attaches nothing (none of ours does): only the message tells.
+            return BadResponse(f"{where}: event {event.id}: field 'uri' has the wrong type")
         if self.invalid_mode == "anonymous":
-            return BadRow("an event row failed validation")
+            # A row whose id and timestamp do not parse either.
+            return InvalidRow(f"{where}: row {index}: not an object", problem=f"{where}: bad")
         if self.invalid_mode == "id":
-            return BadRow(message, event_id=event.id)
-        return BadRow(message, event_id=event.id, timestamp=event.timestamp)
+            return InvalidRow(message, problem=problem, event_id=event.id)
+        # A client that also attaches the timestamp (ours attach the id only: `wire.parse_event`).
+        return InvalidRow(message, problem=problem, event_id=event.id, timestamp=event.timestamp)
 
     def list_events(self, query: EventQuery) -> EventPage:
         if self.on_list is not None:
@@ -360,6 +351,7 @@ class MemoryStore:
         self.status = status.model_copy(deep=True) if status is not None else WorkerStatus()
         self.source_saves: list[SourceStatus] = []
         self.target_saves: list[TargetStatus] = []
+        self.replay_saves: list[ReplayStatus] = []
         self.on_save_source: Callable[[SourceStatus], None] | None = None
 
     async def load(self) -> WorkerStatus:
@@ -377,6 +369,14 @@ class MemoryStore:
         self.status.targets = [t for t in self.status.targets if t.name != target.name]
         self.status.targets.append(snapshot)
         self.target_saves.append(snapshot)
+
+    async def save_replay(self, replay: ReplayStatus) -> None:
+        snapshot = replay.model_copy(deep=True)
+        self.status.replay = snapshot
+        self.replay_saves.append(snapshot)
+
+    async def retain_targets(self, names: Collection[str]) -> None:
+        self.status.targets = [t for t in self.status.targets if t.name in names]
 
 
 class ListSubscription:

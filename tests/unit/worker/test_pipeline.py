@@ -14,6 +14,7 @@ import pytest
 
 from airflow_asset_sync.api.events import Marker
 from airflow_asset_sync.api.spec import Endpoint, SyncSpec, Target
+from airflow_asset_sync.api.status import Failure, WorkerStatus
 from airflow_asset_sync.clients.airflow.base import AirflowClient, Unavailable
 from airflow_asset_sync.worker.channel import InProcessChannel
 from airflow_asset_sync.worker.offsets import FileOffsetStore, OffsetStore
@@ -26,7 +27,7 @@ from airflow_asset_sync.worker.pipeline import (
 from airflow_asset_sync.worker.replayer import ReplayerOptions
 from airflow_asset_sync.worker.transport import Delivery, Subscription
 
-from .fakes import FakeAirflow, FakeClock, MemoryStore, wait_until
+from .fakes import T0, FakeAirflow, FakeClock, MemoryStore, wait_until
 
 A, B, C = "http://airflow-a:8080", "http://airflow-b:8080", "http://airflow-c:8080"
 
@@ -390,3 +391,36 @@ def test_targets_share_the_parked_bytes_a_status_object_can_hold() -> None:
     twenty = replayer_options(ReplayerOptions(), target, targets=20).parking
     assert twenty.max_bytes * 20 <= PARKED_BYTES_PER_SYNC
     assert twenty.max_events == 1000 and twenty.max_age == timedelta(days=30)
+
+
+async def test_a_target_that_cannot_connect_reports_its_failure_and_no_stale_lag() -> None:
+    """Seen on a cluster: the last healthy lag stayed in status while nothing was written."""
+    source, down = FakeAirflow(api_version="v2"), FakeAirflow(api_version="v2")
+    world = World(**{A: source, C: down})
+    world.down[C] = 10_000
+    stale = WorkerStatus()
+    stale.target("down").lag_seconds = 0.28
+    stale.source.failure = Failure(
+        component="Source", kind="AuthFailed", retriable=False, message="old", since=T0
+    )
+    stale.target("gone").lag_seconds = 31.0  # a target removed from the spec
+    store = MemoryStore(stale)
+    worker, _ = world.worker(spec(A, {"name": "down", "url": C}), store=store)
+    run = asyncio.create_task(worker.run())
+    await wait_until(lambda: worker.status is not None, what="status loaded")
+    status = worker.status
+    assert status is not None
+    assert status.source.failure is None, "an earlier pod's failure is not this one's"
+    await wait_until(
+        lambda: status.target("down").last_error is not None, what="first connect failure"
+    )
+    assert status.target("down").lag_seconds is None
+    assert status.target("down").failure is None, "an outage is reported after the grace"
+    for _ in range(20):
+        await world.clock.advance(10.0)
+    failure = status.target("down").failure
+    assert failure is not None
+    assert (failure.reason, failure.retriable) == ("TargetUnavailable", True)
+    await worker.stop()
+    await run
+    assert [t.name for t in store.status.targets] == ["down"]

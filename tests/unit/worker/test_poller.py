@@ -11,7 +11,7 @@ import pytest
 from airflow_asset_sync.api.events import MARKER_KEY
 from airflow_asset_sync.api.spec import AssetFilter, StartFrom
 from airflow_asset_sync.api.status import Checkpoint, SourceStatus
-from airflow_asset_sync.clients.airflow.base import Unavailable
+from airflow_asset_sync.clients.airflow.base import InvalidRow, Unavailable
 from airflow_asset_sync.worker.cursor import make_cursor
 from airflow_asset_sync.worker.filters import EventFilter
 from airflow_asset_sync.worker.metrics import WorkerMetrics
@@ -355,28 +355,61 @@ async def test_invalid_row_without_position_holds_the_whole_batch() -> None:
     assert rig.poller.status.events_invalid == 1
 
 
-async def test_invalid_row_named_only_in_the_message_is_tracked_by_event_id(
+async def test_an_invalid_row_without_fields_holds_the_batch_until_it_is_skipped(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    # The real clients name the event and its row index in the message. On 2.x the row index
-    # moves as new events arrive; the row must still be recognised as the same one.
+    # A client that attaches nothing (none of ours): its position is unknown, so the whole
+    # batch waits; it is known by its whole message, nothing parses the wording.
     rig = Rig(version="v1")
     rig.server.invalid_mode = "message"
     bad = rig.server.emit("s3://b/x", at=at(1))
     rig.server.invalid_ids = {bad.id}
     for i in range(3):
-        rig.server.emit("s3://b/x", at=at(2 + i))  # shifts the bad row down the page
+        rig.server.emit("s3://b/x", at=at(2 + i))
         await rig.poller.poll_once()
-        assert rig.publisher.ids == []  # position unknown: the whole batch waits
+        assert rig.publisher.ids == []
     with caplog.at_level("ERROR", logger="airflow_asset_sync.worker.poller"):
         await rig.poller.poll_once()
     assert sorted(rig.publisher.ids) == [2, 3, 4]
     assert rig.poller.status.events_invalid == 1
-    errors = [r for r in caplog.records if r.levelname == "ERROR"]
-    assert [getattr(r, "event_id", None) for r in errors] == [bad.id]
-    rig.server.emit("s3://b/x", at=at(5))
+
+
+async def test_an_invalid_row_with_a_position_holds_back_only_what_follows_it() -> None:
+    """A client that attaches the row's timestamp too (ours do not: `wire.parse_event` says
+    why): rows before it flow at once, rows after it wait below it."""
+    rig = Rig(version="v2")
+    rig.server.invalid_mode = "positioned"
+    before = rig.server.emit("s3://b/x", at=at(0))
+    bad = rig.server.emit("s3://b/x", at=at(1))
+    rig.server.invalid_ids = {bad.id}
+    after = [rig.server.emit("s3://b/x", at=at(2)).id]
     await rig.poller.poll_once()
-    assert rig.poller.status.events_invalid == 1  # remembered, not counted again
+    assert rig.publisher.ids == [before.id]
+    for i in range(2):
+        after.append(rig.server.emit("s3://b/x", at=at(3 + i)).id)
+        await rig.poller.poll_once()
+        assert rig.publisher.ids == [before.id]
+    await rig.poller.poll_once()
+    assert rig.publisher.ids == [before.id, *after]
+    assert rig.poller.status.events_invalid == 1
+
+
+async def test_the_real_client_reports_an_invalid_row_as_data() -> None:
+    from airflow_asset_sync.clients.airflow.wire import parse_event_page
+
+    good = {"id": 7, "uri": "s3://b/x", "extra": {}, "timestamp": "2026-01-01T00:00:05+00:00"}
+    bad = {**good, "id": 8, "uri": 42}
+    shapeless = {"id": "x", "timestamp": 3}
+    page = parse_event_page(
+        {"asset_events": [good, bad, shapeless], "total_entries": 3}, schema="v2", where="GET /e"
+    )
+    assert [e.id for e in page.events] == [7]
+    first, second = page.invalid
+    assert isinstance(first, InvalidRow) and isinstance(second, InvalidRow)
+    assert (first.event_id, first.timestamp) == (8, None)
+    assert first.problem.startswith("GET /e: field 'uri' ")
+    assert "row" not in first.problem, "the row index moves; the identity must not carry it"
+    assert (second.event_id, second.timestamp) == (None, None)
 
 
 async def test_invalid_row_that_heals_is_delivered() -> None:

@@ -6,10 +6,13 @@ Error tree (``retriable`` is a class attribute, as in aiokafka)::
      +-- Unavailable        retriable: 5xx, timeouts, connection errors (after retries ran out)
      |    +-- WriteOutcomeUnknown  a POST failed after the request may have reached the server
      +-- AuthFailed         401/403 after a re-login attempt; a person must fix credentials
+     +-- TlsFailed          the server's certificate does not verify (unknown CA, expired,
+     |                      wrong host name); a person must fix the CA or the URL
      +-- AssetNotFound      404 for the asset: the target does not know it (yet)
      +-- BadRequest         4xx other than the above: our request is wrong for this server
      +-- BadResponse        the server answered, but not with what the API promises
-                            (HTML error page, missing fields, wrong types, oversized extra)
+          |                 (HTML error page, missing fields, wrong types, oversized extra)
+          +-- InvalidRow    one row of a listing failed validation (in `EventPage.invalid`)
 
 The HTTP library's own exception is chained as ``__cause__``. Messages never contain
 credentials, tokens or request headers.
@@ -46,6 +49,10 @@ class AuthFailed(AirflowError):
     pass
 
 
+class TlsFailed(AirflowError):
+    """Certificate verification failed: retrying cannot help until the CA or URL changes."""
+
+
 class AssetNotFound(AirflowError):
     pass
 
@@ -56,6 +63,29 @@ class BadRequest(AirflowError):
 
 class BadResponse(AirflowError):
     pass
+
+
+class InvalidRow(BadResponse):
+    """One listing row that failed validation, with what could still be read of it.
+
+    The poller holds its checkpoint below the row (`timestamp`, `event_id`) so the rows
+    before it flow while it is re-read, and recognises it across polls by `event_id`, or by
+    `problem` (where and what, without the row's index, which moves as events arrive) when it
+    has no readable id. Data, not wording: nothing parses the message.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        problem: str,
+        event_id: int | None = None,
+        timestamp: datetime | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.problem = problem
+        self.event_id = event_id
+        self.timestamp = timestamp
 
 
 @dataclass(frozen=True)

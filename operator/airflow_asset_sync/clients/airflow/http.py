@@ -53,6 +53,7 @@ from airflow_asset_sync.clients.airflow.base import (
     AuthFailed,
     BadRequest,
     BadResponse,
+    TlsFailed,
     Unavailable,
     WriteOutcomeUnknown,
 )
@@ -102,6 +103,22 @@ _SAFE_ERRORS: tuple[type[Exception], ...] = (
 )
 #: Transport errors that a retry cannot fix: the request itself cannot be sent.
 _FATAL_ERRORS: tuple[type[Exception], ...] = (httpx.UnsupportedProtocol, httpx.LocalProtocolError)
+
+
+def _certificate_rejected(exc: BaseException) -> bool:
+    """True when the handshake failed because the server's certificate did not verify.
+
+    httpx wraps the `ssl` error it got from the socket layer; the chain's types tell, so no
+    message text is parsed.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, ssl.SSLCertVerificationError):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def redact_url(url: str) -> str:
@@ -286,11 +303,20 @@ def jwt_expiry(token: str) -> float | None:
 class _Failure(Exception):
     """Internal: one failed attempt, classified for the retry loop."""
 
-    def __init__(self, reason: str, *, retry: bool, ambiguous: bool) -> None:
+    def __init__(
+        self,
+        reason: str,
+        *,
+        retry: bool,
+        ambiguous: bool,
+        fatal: type[AirflowError] = BadRequest,
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.retry = retry
         self.ambiguous = ambiguous
+        #: What a failure that is not retried raises.
+        self.fatal = fatal
 
 
 class AirflowHttp:
@@ -422,7 +448,7 @@ class AirflowHttp:
                         f"{target}: {failure.reason}; the write may or may not have happened",
                     ) from failure.__cause__
                 if not failure.retry:
-                    raise self._error(BadRequest, f"{target}: {failure.reason}") from (
+                    raise self._error(failure.fatal, f"{target}: {failure.reason}") from (
                         failure.__cause__
                     )
                 if attempt >= self._options.max_attempts:
@@ -498,6 +524,10 @@ class AirflowHttp:
         except _FATAL_ERRORS as exc:
             raise _Failure(self._describe(exc), retry=False, ambiguous=False) from exc
         except _SAFE_ERRORS as exc:
+            if _certificate_rejected(exc):
+                raise _Failure(
+                    self._describe(exc), retry=False, ambiguous=False, fatal=TlsFailed
+                ) from exc
             raise _Failure(self._describe(exc), retry=True, ambiguous=False) from exc
         except httpx.TransportError as exc:
             raise _Failure(self._describe(exc), retry=True, ambiguous=True) from exc
