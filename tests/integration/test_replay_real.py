@@ -144,7 +144,9 @@ def test_replay_fills_a_day_of_history_once_and_refuses_bad_input(
     proc.start()
     outcome = _replay_outcome(proc, "after-incident-1")
     assert outcome["phase"] == "Succeeded", outcome
-    assert outcome["eventsRead"] == HOURS and outcome["eventsPublished"] == HOURS, outcome
+    # Read: every source event of the window, other tests' assets included (the source is
+    # shared); published: the ones the filter lets through.
+    assert outcome["eventsRead"] >= HOURS and outcome["eventsPublished"] == HOURS, outcome
     assert outcome["from"] == replay_from and outcome["startedAt"] and outcome["finishedAt"]
     for target in targets.values():
         assert marker_counts(target, uris, airflow3.url) == Counter(dict.fromkeys(created, 1))
@@ -168,7 +170,7 @@ def test_replay_fills_a_day_of_history_once_and_refuses_bad_input(
     _set_replay(proc, {"id": "after-incident-2", "from": replay_from})
     proc.start()
     again = _replay_outcome(proc, "after-incident-2")
-    assert again["phase"] == "Succeeded" and again["eventsRead"] == HOURS, again
+    assert again["phase"] == "Succeeded" and again["eventsPublished"] == HOURS, again
     assert {(name, u): len(t.events(u)) for name, t in targets.items() for u in uris} == rows
 
     # Bad input: a `from` in the future fails, naming the field; nothing is written.
