@@ -54,6 +54,12 @@ class Checkpoint(StatusModel):
     initialized: bool = False
 
 
+#: Where a worker failure happened, and what it was (`Failure`); `worker.failures` reports
+#: them, `controller.conditions` turns each pair into a condition reason.
+FailureComponent = Literal["Source", "Target", "Kafka"]
+FailureKind = Literal["AuthFailed", "TLSFailed", "ConfigInvalid", "Rejected", "Unavailable"]
+
+
 class Failure(StatusModel):
     """What keeps one side of the worker from working, as the worker classified it.
 
@@ -65,8 +71,8 @@ class Failure(StatusModel):
     client's, which never contains credentials.
     """
 
-    component: Literal["Source", "Target", "Kafka"]
-    kind: Literal["AuthFailed", "TLSFailed", "ConfigInvalid", "Rejected", "Unavailable"]
+    component: FailureComponent
+    kind: FailureKind
     retriable: bool
     message: str
     #: When this kind of failure started (kept while it repeats).

@@ -28,9 +28,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, get_args
 
-from airflow_asset_sync.api.status import Condition, ConditionStatus
+from airflow_asset_sync.api.status import (
+    Condition,
+    ConditionStatus,
+    FailureComponent,
+    FailureKind,
+)
 from airflow_asset_sync.controller.hints import with_action
 
 
@@ -74,8 +79,8 @@ PROBLEM_REASONS = frozenset(
 #: Reasons for failures the worker reports (`worker_problem`): component + kind.
 WORKER_REASONS = frozenset(
     f"{component}{kind}"
-    for component in ("Source", "Target", "Kafka")
-    for kind in ("AuthFailed", "TLSFailed", "ConfigInvalid", "Rejected", "Unavailable")
+    for component in get_args(FailureComponent)
+    for kind in get_args(FailureKind)
 )
 
 #: How each failure kind reads in a message.
@@ -86,7 +91,15 @@ _KIND_TEXT = {
     "Rejected": "request rejected",
     "Unavailable": "unreachable",
 }
+#: At most this many problems are listed in one condition message (the rest are counted).
 MAX_LISTED = 3
+
+
+def listing(items: Sequence[str]) -> str:
+    """Up to `MAX_LISTED` items joined with "; ", then how many more there are."""
+    shown = "; ".join(items[:MAX_LISTED])
+    more = len(items) - MAX_LISTED
+    return f"{shown}; and {more} more" if more > 0 else shown
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -222,11 +235,8 @@ def worker_problem(status: Mapping[str, Any] | None) -> Problem | None:
     if not found:
         return None
     found.sort(key=lambda item: not item[0])  # stable: stalled first, then in place order
-    texts = [text for _, _, text in found]
-    shown = "; ".join(texts[:MAX_LISTED])
-    if len(texts) > MAX_LISTED:
-        shown += f"; and {len(texts) - MAX_LISTED} more"
-    return Problem(reason=found[0][1], message=shown, stalled=found[0][0])
+    message = listing([text for _, _, text in found])
+    return Problem(reason=found[0][1], message=message, stalled=found[0][0])
 
 
 _Entry = tuple[ConditionType, ConditionStatus, str, str]

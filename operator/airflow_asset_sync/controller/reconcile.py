@@ -37,8 +37,6 @@ CHILD_KINDS = (
     kube.ChildKind.ROLE_BINDING,
     kube.ChildKind.DEPLOYMENT,
 )
-#: At most this many problems are listed in one condition message (the rest are counted).
-MAX_LISTED = 3
 
 EventType = Literal["Normal", "Warning"]
 
@@ -81,12 +79,6 @@ class StepFailed(Exception):
         self.problem = problem
 
 
-def _listing(items: Sequence[str]) -> str:
-    shown = "; ".join(items[:MAX_LISTED])
-    more = len(items) - MAX_LISTED
-    return f"{shown}; and {more} more" if more > 0 else shown
-
-
 def _api_problem(exc: kube.KubeError) -> Problem:
     # Not retriable (403 forbidden, 422 invalid) means the operator's RBAC or a builder is
     # wrong: a person must look. The periodic resync still retries it.
@@ -125,7 +117,7 @@ def validate_spec(body: Mapping[str, Any]) -> api.SyncSpec:
         raise StepFailed(
             Problem(
                 reason=Reason.INVALID_SPEC,
-                message=f"Invalid spec: {_listing(errors)}",
+                message=f"Invalid spec: {conditions.listing(errors)}",
                 stalled=True,
             )
         ) from exc
@@ -170,7 +162,9 @@ def check_secrets(*, kube_api: kube.KubeApi, namespace: str, spec: api.SyncSpec)
     if missing_secrets:
         raise StepFailed(
             Problem(
-                reason=Reason.SECRET_NOT_FOUND, message=_listing(missing_secrets), stalled=False
+                reason=Reason.SECRET_NOT_FOUND,
+                message=conditions.listing(missing_secrets),
+                stalled=False,
             )
         )
     missing_keys = [
@@ -181,7 +175,9 @@ def check_secrets(*, kube_api: kube.KubeApi, namespace: str, spec: api.SyncSpec)
     if missing_keys:
         raise StepFailed(
             Problem(
-                reason=Reason.SECRET_KEY_NOT_FOUND, message=_listing(missing_keys), stalled=False
+                reason=Reason.SECRET_KEY_NOT_FOUND,
+                message=conditions.listing(missing_keys),
+                stalled=False,
             )
         )
     return {name: info.resource_version for name, info in infos.items() if info is not None}

@@ -18,7 +18,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from airflow_asset_sync.api.status import Failure, SourceStatus, TargetStatus
+from airflow_asset_sync.api.status import (
+    Failure,
+    FailureComponent,
+    FailureKind,
+    SourceStatus,
+    TargetStatus,
+)
 from airflow_asset_sync.clients.airflow.base import (
     AirflowError,
     AuthFailed,
@@ -40,8 +46,8 @@ GRACE_SECONDS = 60.0
 MAX_MESSAGE = 400
 
 Side = Literal["Source", "Target"]
-Component = Literal["Source", "Target", "Kafka"]
-Kind = Literal["AuthFailed", "TLSFailed", "ConfigInvalid", "Rejected", "Unavailable"]
+Component = FailureComponent
+Kind = FailureKind
 
 
 def classify(exc: BaseException) -> tuple[Kind, bool]:
