@@ -98,7 +98,7 @@ class FakeKube:
         obj = self.objects.get((kind, namespace, name))
         return copy.deepcopy(obj) if obj is not None else None
 
-    def apply(self, body: dict[str, Any]) -> dict[str, Any]:
+    def apply(self, body: dict[str, Any]) -> kube.Applied:
         kind = str(body["kind"])
         meta = body["metadata"]
         self.calls.append(("apply", kind, meta["name"]))
@@ -116,13 +116,19 @@ class FakeKube:
             if "status" in current:
                 new["status"] = copy.deepcopy(current["status"])
             if _content(current) == _content(new):
-                return copy.deepcopy(current)
+                return kube.Applied(body=copy.deepcopy(current), created=False)
+            if _controller(current) not in (None, _controller(new)):
+                raise kube.KubeError(
+                    f"{kind} {meta['name']} is invalid: only one reference can have Controller"
+                    " set to true",
+                    status=422,
+                )
         else:
             new_meta["uid"] = f"{kind.lower()}-uid-{next(self._uids)}"
             new_meta["generation"] = 1
         new_meta["resourceVersion"] = str(next(self._versions))
         self.objects[key] = new
-        return copy.deepcopy(new)
+        return kube.Applied(body=copy.deepcopy(new), created=current is None)
 
     def delete(self, kind: kube.ChildKind, *, namespace: str, name: str) -> bool:
         self.calls.append(("delete", str(kind), name))
@@ -144,14 +150,40 @@ class FakeKube:
         obj = self.objects.get((api.KIND, namespace, name))
         return copy.deepcopy(obj) if obj is not None else None
 
+    def list_syncs(self, *, namespace: str) -> list[dict[str, Any]]:
+        self.calls.append(("list", api.KIND, namespace))
+        self._fail("list", api.KIND)
+        return [
+            copy.deepcopy(obj)
+            for (kind, ns, _), obj in sorted(self.objects.items())
+            if kind == api.KIND and ns == namespace
+        ]
+
     def patch_sync_status(
-        self, *, namespace: str, name: str, status: Mapping[str, Any]
+        self,
+        *,
+        namespace: str,
+        name: str,
+        status: Mapping[str, Any],
+        resource_version: str | None = None,
     ) -> dict[str, Any]:
         self.calls.append(("patch-status", api.KIND, name))
-        obj = self.objects[(api.KIND, namespace, name)]
+        self._fail("patch-status", api.KIND)
+        obj = self.objects.get((api.KIND, namespace, name))
+        if obj is None:
+            raise kube.KubeError(f"{api.KIND} {namespace}/{name} not found", status=404)
+        if resource_version is not None and obj["metadata"]["resourceVersion"] != resource_version:
+            raise kube.KubeError(f"{api.KIND} {namespace}/{name} was modified", status=409)
         obj.setdefault("status", {}).update(copy.deepcopy(dict(status)))
         obj["metadata"]["resourceVersion"] = str(next(self._versions))
         return copy.deepcopy(obj)
+
+
+def _controller(obj: Mapping[str, Any]) -> str | None:
+    for ref in obj.get("metadata", {}).get("ownerReferences") or ():
+        if ref.get("controller"):
+            return str(ref.get("uid"))
+    return None
 
 
 def _content(obj: Mapping[str, Any]) -> Any:

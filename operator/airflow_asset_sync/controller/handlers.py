@@ -35,6 +35,7 @@ lock per sync (`SyncLocks`) keeps the reconciles of one sync from overlapping.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import logging
 import threading
@@ -48,11 +49,14 @@ import kopf
 
 from airflow_asset_sync.api import spec as api
 from airflow_asset_sync.clients import kube
-from airflow_asset_sync.controller import metrics, reconcile
+from airflow_asset_sync.controller import conditions, metrics, observed, reconcile
 from airflow_asset_sync.controller.config import OperatorConfig
 from airflow_asset_sync.resources import naming
 
 MEMO_KEY = "runtime"
+#: How long a Secret found by one create or update serves the others: a burst of 1,000
+#: new syncs that name the same two Secrets reads them a few times, not 2,000 times.
+SHARED_SECRET_SECONDS = 2.0
 
 log = logging.getLogger(__name__)
 
@@ -101,21 +105,28 @@ class SyncKey:
 class Resyncer:
     """Re-converges every sync this operator serves, every `interval` seconds, in a thread.
 
-    The syncs come from `on_sync_event` (kopf's watch of the served namespaces); `run_one`
-    reconciles one. `active` is asked before each round: with kopf peering, a standby replica
-    (whose kopf is paused) must not write. Not a kopf timer: kopf holds a finalizer on every
-    object a timer runs for.
+    The syncs come from `on_sync_event` (kopf's watch of the served namespaces). A round
+    lists the syncs of each namespace once (`list_namespace`: one request per namespace, not
+    one per sync) and hands each its fresh body (`run_one`); a known sync missing from its
+    namespace's list vanished without a watch event reaching us, and is forgotten. If a list
+    fails, `run_one` gets None and reads the sync itself. `active` is asked before each
+    round: with kopf peering, a standby replica (whose kopf is paused) must not write. Not a
+    kopf timer: kopf holds a finalizer on every object a timer runs for.
     """
 
     def __init__(
         self,
         *,
         interval: float,
-        run_one: Callable[[SyncKey], None],
+        run_one: Callable[[SyncKey, Mapping[str, Any] | None], None],
+        list_namespace: Callable[[str], list[dict[str, Any]]] | None = None,
+        forget: Callable[[SyncKey], None] = lambda key: None,
         active: Callable[[], bool] = lambda: True,
     ) -> None:
         self._interval = interval
         self._run_one = run_one
+        self._list = list_namespace
+        self._forget = forget
         self._active = active
         self._guard = threading.Lock()
         self._known: dict[str, SyncKey] = {}
@@ -143,21 +154,47 @@ class Resyncer:
         """One round; returns how many syncs it reconciled."""
         if not self._active():
             return 0
+        keys = self.known()
+        bodies, listed = self._list_all({key.namespace for key in keys})
         done = 0
-        for key in self.known():
+        for key in keys:
             if self._stop.is_set():
                 break
+            body = bodies.get(key.uid)
+            if body is None and key.namespace in listed:
+                self.gone(key.uid)
+                self._forget(key)
+                continue
             with self._guard:
                 context = self._context.copy() if self._context is not None else None
             try:
                 if context is None:
-                    self._run_one(key)
+                    self._run_one(key, body)
                 else:
-                    context.run(self._run_one, key)
+                    context.run(self._run_one, key, body)
                 done += 1
             except Exception:
                 log.exception("resync of %s/%s failed", key.namespace, key.name)
         return done
+
+    def _list_all(self, namespaces: set[str]) -> tuple[dict[str, dict[str, Any]], set[str]]:
+        """The syncs of each namespace by uid, and the namespaces that could be listed."""
+        bodies: dict[str, dict[str, Any]] = {}
+        listed: set[str] = set()
+        if self._list is None:
+            return bodies, listed
+        for namespace in sorted(namespaces):
+            try:
+                items = self._list(namespace)
+            except Exception as exc:  # each sync is then read on its own
+                log.warning(f"resync: listing the syncs of {namespace} failed: {exc}")
+                continue
+            listed.add(namespace)
+            for item in items:
+                uid = item.get("metadata", {}).get("uid")
+                if uid:
+                    bodies[str(uid)] = item
+        return bodies, listed
 
     def start(self) -> None:
         if self._thread is not None:
@@ -188,19 +225,55 @@ class Runtime:
     locks: SyncLocks = field(default_factory=SyncLocks)
     #: False while this replica must not write (a kopf peering standby); see `Resyncer`.
     active: Callable[[], bool] = field(default=lambda: True)
+    #: The watches' fingerprints of every child (`controller.observed`).
+    children: observed.ObservedChildren = field(default_factory=observed.ObservedChildren)
+    #: Each served sync as its last watch event showed it.
+    syncs: observed.ObservedSyncs = field(default_factory=observed.ObservedSyncs)
     resyncer: Resyncer = field(init=False)
+    #: Secrets as the resync reads them: each at most once per half interval.
+    resync_secrets: observed.SecretsSeenRecently = field(init=False)
+    #: Secrets as creates and updates read them: found ones shared for a moment.
+    secrets: observed.SecretsSeenRecently = field(init=False)
 
     def __post_init__(self) -> None:
         resyncer = Resyncer(
             interval=self.config.resync_seconds,
-            run_one=lambda key: resync_one(self, key),
+            run_one=lambda key, body: resync_one(self, key, body),
+            list_namespace=lambda namespace: self.kube.list_syncs(namespace=namespace),
+            forget=lambda key: metrics.forget_sync(namespace=key.namespace, name=key.name),
             active=self.active,
         )
         object.__setattr__(self, "resyncer", resyncer)
+        secrets = observed.SecretsSeenRecently(
+            self.kube, max_age_seconds=self.config.resync_seconds / 2
+        )
+        object.__setattr__(self, "resync_secrets", secrets)
+        shared = observed.SecretsSeenRecently(
+            self.kube, max_age_seconds=SHARED_SECRET_SECONDS, remember_missing=False
+        )
+        object.__setattr__(self, "secrets", shared)
 
     @property
     def context(self) -> reconcile.Context:
-        return reconcile.Context(kube=self.kube, config=self.config, now=self.now)
+        return reconcile.Context(
+            kube=self.kube,
+            config=self.config,
+            now=self.now,
+            observed=self.children,
+            secrets=self.secrets,
+            applied=self.children.record,
+        )
+
+    @property
+    def resync_context(self) -> reconcile.Context:
+        return reconcile.Context(
+            kube=self.kube,
+            config=self.config,
+            now=self.now,
+            observed=self.children,
+            secrets=self.resync_secrets,
+            applied=self.children.record,
+        )
 
 
 def _runtime(memo: Any) -> Runtime:
@@ -248,12 +321,21 @@ def on_change(*, body: kopf.Body, patch: kopf.Patch, memo: Any, retry: int, **_:
     )
 
 
-def resync_one(runtime: Runtime, key: SyncKey) -> None:
-    """Re-converge one sync from its live object (the resync's unit of work)."""
+def resync_one(runtime: Runtime, key: SyncKey, body: Mapping[str, Any] | None = None) -> None:
+    """Re-converge one sync (the resync's unit of work).
+
+    `body` is the sync as the round's list showed it (None: read it here). Its children are
+    checked against the watches' fingerprints, so a sync that is as it should be costs no
+    request but its share of the round's list and Secret reads.
+    """
+    ctx = runtime.resync_context
     with metrics.observe("resync") as outcome, runtime.locks(key.uid):
-        done = reconcile.reconcile_owner(
-            ctx=runtime.context, namespace=key.namespace, owner_name=key.name, owner_uid=key.uid
-        )
+        if body is None or body.get("metadata", {}).get("deletionTimestamp"):
+            done = reconcile.reconcile_owner(
+                ctx=ctx, namespace=key.namespace, owner_name=key.name, owner_uid=key.uid
+            )
+        else:
+            done = _resync_from(ctx, body, key)
         if done is not None and done.result.problem is not None:
             outcome.problem(done.result.problem.reason)
     if done is None:
@@ -270,41 +352,82 @@ def resync_one(runtime: Runtime, key: SyncKey) -> None:
         log.info(f"Resync {key.namespace}/{key.name}: {problem.reason}: {problem.message}")
 
 
-def on_sync_event(*, type: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
-    """Every event of a served sync: keep `Resyncer`'s list of syncs current, and turn a
-    failure the worker reported (or cleared) in status into conditions at once.
+def _resync_from(
+    ctx: reconcile.Context, body: Mapping[str, Any], key: SyncKey
+) -> reconcile.OwnerReconciled | None:
+    """Reconcile `body` and write its status if that changed; None if the sync is gone."""
+    result = reconcile.reconcile(body=body, ctx=ctx)
+    if result.status_changed:
+        try:
+            ctx.kube.patch_sync_status(namespace=key.namespace, name=key.name, status=result.status)
+        except kube.KubeError as exc:
+            if exc.status == 404:
+                return None
+            raise
+    return reconcile.OwnerReconciled(sync=dict(body), result=result)
 
-    An `on.event` handler, so kopf holds no finalizer for it. Nothing is deleted here: the
-    garbage collector deletes the children through their owner references.
+
+#: Work left for a thread after a watch event was noted in memory (an API call or two).
+FollowUp = Callable[[], None]
+
+
+def note_sync_event(runtime: Runtime, *, type: str | None, body: kopf.Body) -> FollowUp | None:
+    """Note a sync's event in memory; return the API work it calls for, if any.
+
+    Keeps `Resyncer`'s list and the sync's copy current, and turns a failure the worker
+    reported (or cleared) in status, or a rollout the Deployment's fingerprint shows, into
+    conditions. Nothing is deleted here: the garbage collector deletes the children
+    through their owner references.
     """
     meta = body.get("metadata", {})
     uid, namespace, name = meta.get("uid"), meta.get("namespace"), meta.get("name")
     if not uid or not namespace or not name:
-        return
-    runtime = _runtime(memo)
+        return None
+    uid, namespace, name = str(uid), str(namespace), str(name)
     resyncer = runtime.resyncer
     if type == "DELETED" or meta.get("deletionTimestamp"):
-        resyncer.gone(str(uid))
-        metrics.forget_sync(namespace=str(namespace), name=str(name))
-        return
-    key = SyncKey(namespace=str(namespace), name=str(name), uid=str(uid))
-    resyncer.seen(key, context=contextvars.copy_context())
-    if runtime.active() and reconcile.worker_report_changed(body):
-        with metrics.observe("worker-report"), runtime.locks(str(uid)):
+        resyncer.gone(uid)
+        runtime.syncs.record(body, deleted=True)
+        metrics.forget_sync(namespace=namespace, name=name)
+        return None
+    runtime.syncs.record(body)
+    resyncer.seen(
+        SyncKey(namespace=namespace, name=name, uid=uid), context=contextvars.copy_context()
+    )
+    if not runtime.active():
+        return None
+    worker = runtime.children("Deployment", namespace, naming.worker_name(name))
+    if worker is not None and worker.worker is not None:
+        # Both halves in memory: this event's sync, the Deployment's fingerprint.
+        new = reconcile.refreshed_conditions(sync=body, worker=worker.worker, now=runtime.now())
+        if new is None:
+            return None
+        sync = observed.essential(body)
+
+        def write() -> None:
+            with metrics.observe("sync-event"), runtime.locks(uid):
+                refreshed = reconcile.write_refreshed(kube_api=runtime.kube, sync=sync, new=new)
+            _announce(refreshed)
+
+        return write
+    if not reconcile.worker_report_changed(body):
+        return None
+    sync = observed.essential(body)
+
+    def refresh() -> None:
+        with metrics.observe("worker-report"), runtime.locks(uid):
             refreshed = reconcile.refresh_from_worker(
-                kube_api=runtime.kube, sync=body, now=runtime.now()
+                kube_api=runtime.kube, sync=sync, now=runtime.now()
             )
-        if refreshed is not None:
-            metrics.record_ready(
-                namespace=str(namespace), name=str(name), conditions=refreshed.conditions
-            )
-            _post(refreshed.sync, refreshed.events)
+        _announce(refreshed)
+
+    return refresh
 
 
-def on_child_event(
-    *, type: str | None, body: kopf.Body, namespace: str | None, memo: Any, **_: Any
-) -> None:
-    """A child changed: put it back if it was deleted or edited, else refresh Ready.
+def note_child_event(
+    runtime: Runtime, *, type: str | None, body: kopf.Body, namespace: str | None
+) -> FollowUp | None:
+    """Note a child's event in memory; return the API work it calls for, if any.
 
     Deleted, or last changed by someone other than the operator: reconcile its sync now (the
     reconcile's own writes come back as events too, but a no-op apply changes nothing, so
@@ -312,37 +435,104 @@ def on_child_event(
     """
     owner = reconcile.owning_sync(body)
     if owner is None or namespace is None:
-        return
+        return None
     name, uid = owner
-    runtime = _runtime(memo)
     deleted = type == "DELETED"
+    runtime.children.record(body, deleted=deleted)
     if deleted or reconcile.changed_by_others(body, field_manager=kube.OPERATOR_FIELD_MANAGER):
-        with metrics.observe("child-event") as outcome, runtime.locks(uid):
-            done = reconcile.reconcile_owner(
-                ctx=runtime.context, namespace=namespace, owner_name=name, owner_uid=uid
-            )
-            if done is not None and done.result.problem is not None:
-                outcome.problem(done.result.problem.reason)
-        if done is not None:
-            metrics.record_ready(
-                namespace=namespace, name=name, conditions=done.result.status["conditions"]
-            )
-            _post(done.sync, done.result.events)
-        return
+        return lambda: _reconcile_for_child(runtime, namespace=namespace, name=name, uid=uid)
     if body.get("kind") != "Deployment":
-        return
-    with metrics.observe("worker-event"), runtime.locks(uid):
-        refreshed = reconcile.refresh_from_deployment(
-            kube_api=runtime.kube,
-            deployment_body=body,
-            namespace=namespace,
-            owner_name=name,
-            owner_uid=uid,
-            now=runtime.now(),
+        return None
+    worker = conditions.worker_state(body)
+    sync = runtime.syncs(uid)
+    if sync is None:  # not shown by the watch yet: read it
+
+        def read_and_refresh() -> None:
+            with metrics.observe("worker-event"), runtime.locks(uid):
+                refreshed = reconcile.refresh_from_deployment(
+                    kube_api=runtime.kube,
+                    worker=worker,
+                    namespace=namespace,
+                    owner_name=name,
+                    owner_uid=uid,
+                    now=runtime.now(),
+                )
+            _announce(refreshed)
+
+        return read_and_refresh
+    new = reconcile.refreshed_conditions(sync=sync, worker=worker, now=runtime.now())
+    if new is None:
+        return None
+
+    def write() -> None:
+        with metrics.observe("worker-event"), runtime.locks(uid):
+            refreshed = reconcile.write_refreshed(kube_api=runtime.kube, sync=sync, new=new)
+        _announce(refreshed)
+
+    return write
+
+
+def _reconcile_for_child(runtime: Runtime, *, namespace: str, name: str, uid: str) -> None:
+    with metrics.observe("child-event") as outcome, runtime.locks(uid):
+        done = reconcile.reconcile_owner(
+            ctx=runtime.context, namespace=namespace, owner_name=name, owner_uid=uid
         )
-    if refreshed is not None:
-        metrics.record_ready(namespace=namespace, name=name, conditions=refreshed.conditions)
-        _post(refreshed.sync, refreshed.events)
+        if done is not None and done.result.problem is not None:
+            outcome.problem(done.result.problem.reason)
+    if done is not None:
+        metrics.record_ready(
+            namespace=namespace, name=name, conditions=done.result.status["conditions"]
+        )
+        _post(done.sync, done.result.events)
+
+
+def _announce(refreshed: reconcile.Refreshed | None) -> None:
+    if refreshed is None:
+        return
+    meta = refreshed.sync.get("metadata", {})
+    metrics.record_ready(
+        namespace=str(meta.get("namespace")),
+        name=str(meta.get("name")),
+        conditions=refreshed.conditions,
+    )
+    _post(refreshed.sync, refreshed.events)
+
+
+def on_sync_event(*, type: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
+    """`note_sync_event`, and its follow-up in this thread (for callers without a loop)."""
+    follow_up = note_sync_event(_runtime(memo), type=type, body=body)
+    if follow_up is not None:
+        follow_up()
+
+
+def on_child_event(
+    *, type: str | None, body: kopf.Body, namespace: str | None, memo: Any, **_: Any
+) -> None:
+    """`note_child_event`, and its follow-up in this thread (for callers without a loop)."""
+    follow_up = note_child_event(_runtime(memo), type=type, body=body, namespace=namespace)
+    if follow_up is not None:
+        follow_up()
+
+
+async def on_sync_event_async(*, type: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
+    """The kopf handler: noted on the event loop at once, API work in a thread.
+
+    Async on purpose: a sync handler waits for a free thread of kopf's pool, behind every
+    create being reconciled, and each waiting event holds its whole body. 1,000 new syncs
+    are 5,000 objects' events; most need no request at all.
+    """
+    follow_up = note_sync_event(_runtime(memo), type=type, body=body)
+    if follow_up is not None:
+        await asyncio.to_thread(follow_up)
+
+
+async def on_child_event_async(
+    *, type: str | None, body: kopf.Body, namespace: str | None, memo: Any, **_: Any
+) -> None:
+    """The kopf handler of children's events; see `on_sync_event_async`."""
+    follow_up = note_child_event(_runtime(memo), type=type, body=body, namespace=namespace)
+    if follow_up is not None:
+        await asyncio.to_thread(follow_up)
 
 
 def on_startup(*, memo: Any, logger: logging.Logger | Any, **_: Any) -> None:
@@ -382,7 +572,7 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
     # Only spec changes: status and metadata churn must not re-run the reconcile.
     kopf.on.update(*resource, field="spec", registry=registry, id="reconcile")(on_change)
     # No on.delete, no kopf.timer: either would make kopf hold a finalizer (module docstring).
-    kopf.on.event(*resource, registry=registry, id="track")(on_sync_event)
+    kopf.on.event(*resource, registry=registry, id="track")(on_sync_event_async)
     for group_version, plural in CHILD_RESOURCES:
         kopf.on.event(
             group_version,
@@ -390,5 +580,5 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
             labels={naming.LABEL_MANAGED_BY: naming.MANAGED_BY},
             registry=registry,
             id=f"child-{plural}",
-        )(on_child_event)
+        )(on_child_event_async)
     return registry

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import pydantic
 
@@ -26,7 +26,10 @@ from airflow_asset_sync.clients import kube
 from airflow_asset_sync.controller import conditions
 from airflow_asset_sync.controller.conditions import Problem, Reason
 from airflow_asset_sync.controller.config import OperatorConfig
-from airflow_asset_sync.resources import credentials, deployment, naming, rbac
+from airflow_asset_sync.controller.observed import ChildLookup, changed_by_others, controller_uid
+from airflow_asset_sync.resources import credentials, deployment, fingerprint, naming, rbac
+
+__all__ = ["changed_by_others", "controller_uid"]  # re-exported: the handlers ask them here
 
 #: Children in creation order. The operator deletes none of them: each carries a controller
 #: owner reference with `blockOwnerDeletion`, and the garbage collector deletes them with
@@ -50,6 +53,10 @@ class Event:
     message: str
 
 
+class SecretReader(Protocol):
+    def read_secret(self, *, namespace: str, name: str) -> kube.SecretInfo | None: ...
+
+
 @dataclass(frozen=True, kw_only=True)
 class Context:
     """What a reconcile needs from the outside world."""
@@ -57,6 +64,14 @@ class Context:
     kube: kube.KubeApi
     config: OperatorConfig
     now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    #: The watches' fingerprints of the children (`controller.observed`): a child that is
+    #: as it would be applied is neither read nor applied. None: always read and apply.
+    observed: ChildLookup | None = None
+    #: Where Secrets are read; None: `kube`. The resync reads through a short-lived cache.
+    secrets: SecretReader | None = None
+    #: Told of every child the reconcile applied (the answer's body), so the fingerprints
+    #: are never older than the operator's own writes.
+    applied: Callable[[Mapping[str, Any]], None] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -138,7 +153,7 @@ def resolve_image(spec: api.SyncSpec, config: OperatorConfig) -> str:
     return image
 
 
-def check_secrets(*, kube_api: kube.KubeApi, namespace: str, spec: api.SyncSpec) -> dict[str, str]:
+def check_secrets(*, kube_api: SecretReader, namespace: str, spec: api.SyncSpec) -> dict[str, str]:
     """Check every referenced Secret and key exists; return `{secret: resourceVersion}`.
 
     Checked before the Deployment is touched: a pod with a missing `secretKeyRef` sits in
@@ -197,48 +212,111 @@ def desired_children(
     ]
 
 
-def controller_uid(obj: Mapping[str, Any]) -> str | None:
-    """The uid of the object's controller (owner reference with `controller: true`)."""
-    for ref in obj.get("metadata", {}).get("ownerReferences") or ():
-        if ref.get("controller"):
-            return str(ref.get("uid"))
-    return None
+@dataclass(frozen=True, kw_only=True)
+class Applied:
+    """What `apply_children` did: the worker's rollout state, events, and requests saved."""
+
+    worker: conditions.WorkerState
+    events: list[Event]
+    #: Children found as they would be applied (by `Context.observed`), so left untouched.
+    unchanged: int = 0
 
 
 def apply_children(
-    *, kube_api: kube.KubeApi, owner: naming.Owner, desired: Sequence[dict[str, Any]]
-) -> tuple[dict[str, Any], list[Event]]:
-    """Create or converge each child; return the applied Deployment and what changed.
+    *,
+    kube_api: kube.KubeApi,
+    owner: naming.Owner,
+    desired: Sequence[dict[str, Any]],
+    observed: ChildLookup | None = None,
+    first: bool = False,
+    on_applied: Callable[[Mapping[str, Any]], None] | None = None,
+) -> Applied:
+    """Create or converge each child; return the worker's state and what changed.
 
     An object of the same name controlled by someone else is never taken over: that would
-    silently break whatever owns it. An object with no controller is adopted (this is how a
-    child orphaned by `kubectl delete --cascade=orphan` comes back under its sync).
+    silently break whatever owns it (the API server refuses the apply: two controllers). An
+    object with no controller is adopted (this is how a child orphaned by
+    `kubectl delete --cascade=orphan` comes back under its sync).
+
+    Requests: each body is stamped with its applied-hash, and a child the watches show with
+    that hash, under this owner and last changed by the operator, is left alone (no request).
+    A child the watches showed otherwise is applied (one request). A child they never showed
+    is read first, so the event can say Created or Updated, except on the sync's `first`
+    reconcile, when its children are new: the apply's 201 says Created.
     """
     events: list[Event] = []
-    applied: dict[str, Any] = {}
-    for body in desired:
+    worker: conditions.WorkerState | None = None
+    unchanged = 0
+    created: list[tuple[str, str]] = []
+    for desired_body in desired:
+        body = fingerprint.stamped(desired_body)
         kind = kube.ChildKind(body["kind"])
         name = body["metadata"]["name"]
+        seen = observed(str(kind), owner.namespace, name) if observed is not None else None
+        if seen is not None and seen.as_applied(
+            owner_uid=owner.uid, desired_hash=fingerprint.hash_of(body) or ""
+        ):
+            unchanged += 1
+            if kind is kube.ChildKind.DEPLOYMENT:
+                worker = seen.worker
+            continue
+        before: str | None = seen.resource_version if seen is not None else None
         try:
-            current = kube_api.get(kind, namespace=owner.namespace, name=name)
-            other = controller_uid(current) if current is not None else None
-            if other is not None and other != owner.uid:
-                raise StepFailed(
-                    Problem(
-                        reason=Reason.CHILD_CONFLICT,
-                        message=f"{kind} {name} exists and is controlled by another owner"
-                        f" (uid {other}); delete or rename it",
-                        stalled=True,
-                    )
-                )
+            if seen is None and not first:
+                current = kube_api.get(kind, namespace=owner.namespace, name=name)
+                _refuse_foreign(current, owner=owner, kind=kind, name=name)
+                before = _version(current) if current is not None else None
             applied = kube_api.apply(body)
         except kube.KubeError as exc:
+            if exc.status == 422:  # perhaps a controller of its own: say so if it is
+                _refuse_foreign(
+                    kube_api.get(kind, namespace=owner.namespace, name=name),
+                    owner=owner,
+                    kind=kind,
+                    name=name,
+                )
             raise StepFailed(_api_problem(exc)) from exc
-        if current is None:
-            events.append(Event(type="Normal", reason="Created", message=f"Created {kind} {name}"))
-        elif _version(current) != _version(applied):
+        if on_applied is not None:
+            on_applied(applied.body)
+        if kind is kube.ChildKind.DEPLOYMENT:
+            worker = conditions.worker_state(applied.body)
+        if applied.created:
+            created.append((str(kind), name))
+        elif before != _version(applied.body):
             events.append(Event(type="Normal", reason="Updated", message=f"Updated {kind} {name}"))
-    return applied, events
+    if created:
+        # One event for the lot: 1,000 new syncs posted 4,000 events otherwise.
+        events.insert(0, Event(type="Normal", reason="Created", message=_created(created)))
+    if worker is None:
+        worker = conditions.worker_state(None)
+    return Applied(worker=worker, events=events, unchanged=unchanged)
+
+
+def _and(items: Sequence[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _created(children: Sequence[tuple[str, str]]) -> str:
+    """ "Created ServiceAccount, Role, RoleBinding and Deployment orders-worker"."""
+    names = {name for _, name in children}
+    if len(names) == 1:
+        return f"Created {_and([kind for kind, _ in children])} {names.pop()}"
+    return f"Created {_and([f'{kind} {name}' for kind, name in children])}"
+
+
+def _refuse_foreign(
+    current: Mapping[str, Any] | None, *, owner: naming.Owner, kind: str, name: str
+) -> None:
+    other = controller_uid(current) if current is not None else None
+    if other is not None and other != owner.uid:
+        raise StepFailed(
+            Problem(
+                reason=Reason.CHILD_CONFLICT,
+                message=f"{kind} {name} exists and is controlled by another owner"
+                f" (uid {other}); delete or rename it",
+                stalled=True,
+            )
+        )
 
 
 def _version(obj: Mapping[str, Any]) -> str | None:
@@ -319,10 +397,19 @@ def reconcile(*, body: Mapping[str, Any], ctx: Context) -> Result:
         spec = validate_spec(body)
         suspended = spec.suspend
         image = resolve_image(spec, ctx.config)
-        versions = check_secrets(kube_api=ctx.kube, namespace=owner.namespace, spec=spec)
+        versions = check_secrets(
+            kube_api=ctx.secrets or ctx.kube, namespace=owner.namespace, spec=spec
+        )
         desired = desired_children(owner=owner, spec=spec, image=image, secret_versions=versions)
-        applied, events = apply_children(kube_api=ctx.kube, owner=owner, desired=desired)
-        worker = conditions.worker_state(applied)
+        applied = apply_children(
+            kube_api=ctx.kube,
+            owner=owner,
+            desired=desired,
+            observed=ctx.observed,
+            first=(body.get("status") or {}).get("observedGeneration") is None,
+            on_applied=ctx.applied,
+        )
+        worker, events = applied.worker, applied.events
     except StepFailed as exc:
         problem = exc.problem
         events = [*events, *_problem_event(body, problem)]
@@ -361,25 +448,21 @@ class Refreshed:
     conditions: list[dict[str, Any]] = field(default_factory=list)
 
 
-def refresh_from_deployment(
-    *,
-    kube_api: kube.KubeApi,
-    deployment_body: Mapping[str, Any] | None,
-    namespace: str,
-    owner_name: str,
-    owner_uid: str,
-    now: datetime,
-) -> Refreshed | None:
-    """Recompute conditions after the worker Deployment changed; None if nothing was written.
+def refreshed_conditions(
+    *, sync: Mapping[str, Any], worker: conditions.WorkerState, now: datetime
+) -> list[dict[str, Any]] | None:
+    """The conditions `sync` should show with its worker in state `worker`; None when they
+    are what it shows, or when they are not this function's to write.
 
-    This is what turns Ready true within seconds of the pod becoming ready, instead of at the
-    next resync. It stands aside while a reconcile problem is reported (the problem is the
-    news) and while a spec change is not yet reconciled (that reconcile writes status).
+    Pure: both inputs may come from the watches (the sync's last event, the Deployment's
+    fingerprint), which is how Ready turns true within a second of the pod becoming ready
+    without reading anything. It stands aside while a reconcile problem is reported (the
+    problem is the news) and while a spec change is not yet reconciled (that reconcile
+    writes status).
     """
-    sync = _live_sync(kube_api, namespace=namespace, name=owner_name, uid=owner_uid)
-    if sync is None:
-        return None
     meta = sync.get("metadata", {})
+    if meta.get("deletionTimestamp"):
+        return None
     status = sync.get("status") or {}
     previous = status.get("conditions") or []
     ready = conditions.find(previous, conditions.ConditionType.READY)
@@ -391,14 +474,56 @@ def refresh_from_deployment(
     observed = conditions.Observed(
         generation=int(generation),
         suspended=bool((sync.get("spec") or {}).get("suspend", False)),
-        worker=conditions.worker_state(deployment_body),
+        worker=worker,
         worker_problem=conditions.worker_problem(status),
     )
     new = conditions.compute(observed=observed, previous=previous, now=now)
-    if new == previous:
+    return None if new == previous else new
+
+
+def write_refreshed(
+    *, kube_api: kube.KubeApi, sync: Mapping[str, Any], new: list[dict[str, Any]]
+) -> Refreshed | None:
+    """Write `new` conditions, only onto the version of `sync` they were computed from.
+
+    None when the sync changed or went away since: its newer event recomputes them.
+    """
+    meta = sync.get("metadata", {})
+    version = meta.get("resourceVersion")
+    try:
+        kube_api.patch_sync_status(
+            namespace=str(meta.get("namespace")),
+            name=str(meta.get("name")),
+            status={"conditions": new},
+            resource_version=None if version is None else str(version),
+        )
+    except kube.KubeError as exc:
+        if exc.status in (404, 409):
+            return None
+        raise
+    previous = (sync.get("status") or {}).get("conditions") or []
+    return Refreshed(sync=dict(sync), events=transition_events(previous, new), conditions=new)
+
+
+def refresh_from_deployment(
+    *,
+    kube_api: kube.KubeApi,
+    worker: conditions.WorkerState,
+    namespace: str,
+    owner_name: str,
+    owner_uid: str,
+    now: datetime,
+) -> Refreshed | None:
+    """Recompute conditions after the worker Deployment changed, reading the sync; None if
+    nothing was written. For a sync the watches have not shown yet (`refreshed_conditions`
+    otherwise)."""
+    sync = _live_sync(kube_api, namespace=namespace, name=owner_name, uid=owner_uid)
+    if sync is None:
         return None
-    kube_api.patch_sync_status(namespace=namespace, name=owner_name, status={"conditions": new})
-    return Refreshed(sync=sync, events=transition_events(previous, new), conditions=new)
+    new = refreshed_conditions(sync=sync, worker=worker, now=now)
+    if new is None:
+        return None
+    return write_refreshed(kube_api=kube_api, sync=sync, new=new)
 
 
 def worker_report_changed(sync: Mapping[str, Any]) -> bool:
@@ -432,7 +557,7 @@ def refresh_from_worker(
     )
     return refresh_from_deployment(
         kube_api=kube_api,
-        deployment_body=deployment_body,
+        worker=conditions.worker_state(deployment_body),
         namespace=namespace,
         owner_name=name,
         owner_uid=str(meta.get("uid")),
@@ -451,33 +576,6 @@ def _live_sync(
     if meta.get("uid") != uid or meta.get("deletionTimestamp"):
         return None
     return sync
-
-
-def changed_by_others(obj: Mapping[str, Any], *, field_manager: str) -> bool:
-    """True when the newest change to `obj` (its status aside) was made by another manager.
-
-    Read from `metadata.managedFields`: every writer is recorded there with the time of its
-    last change. A person's `kubectl edit`, `kubectl scale` (the scale subresource) or a
-    script shows up as a manager other than the operator's; the Deployment controller's
-    status writes are left out. False when the object carries no managed fields.
-
-    An entry without a time counts as the newest: the API server records none for writes
-    through the scale subresource (`kubectl scale`).
-    """
-    entries = [
-        entry
-        for entry in obj.get("metadata", {}).get("managedFields") or ()
-        if entry.get("subresource") != "status"
-    ]
-    if not entries:
-        return False
-    # "~" sorts after any RFC 3339 time: untimed entries are the newest.
-    newest = max(str(entry.get("time") or "~") for entry in entries)
-    return any(
-        entry.get("manager") != field_manager
-        for entry in entries
-        if str(entry.get("time") or "~") == newest
-    )
 
 
 @dataclass(frozen=True, kw_only=True)

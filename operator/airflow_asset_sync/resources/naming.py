@@ -195,3 +195,9 @@ def target_ca_file(target_name: str) -> str:
 def kafka_ca_file() -> str:
     """Path of Kafka's CA bundle in the worker, when `spec.kafka.security.caSecretName` is set."""
     return f"{kafka_ca_dir()}/{CA_FILE}"
+
+
+#: Annotation on every child: a hash of the body the operator last applied. The operator's
+#: watch of its children keeps this hash (`controller.observed`), so a periodic resync of a
+#: child that still matches what it would apply costs no API request.
+APPLIED_HASH_ANNOTATION = f"{api.GROUP}/applied-hash"

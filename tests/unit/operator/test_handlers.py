@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
+import threading
 import time
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -13,7 +15,7 @@ import pytest
 
 from airflow_asset_sync.api import spec as api
 from airflow_asset_sync.clients import kube
-from airflow_asset_sync.controller import handlers, metrics
+from airflow_asset_sync.controller import handlers, metrics, observed
 from airflow_asset_sync.controller.config import OperatorConfig
 from operator_cases.fake_kube import FakeKube
 
@@ -75,7 +77,9 @@ def test_change_writes_status_into_kopfs_patch_and_posts_events(
     assert set(patch) == {"status"}
     assert set(patch["status"]) == {"observedGeneration", "conditions"}
     assert patch["status"]["observedGeneration"] == 1
-    assert [e[1] for e in events] == ["Created"] * 4
+    assert events == [
+        ("Normal", "Created", f"Created ServiceAccount, Role, RoleBinding and Deployment {CHILD}")
+    ]
 
 
 def test_unchanged_status_leaves_the_patch_empty(
@@ -136,6 +140,93 @@ def test_resync_reconciles_known_syncs_and_forgets_deleted_ones(
     assert resyncer.known() == []
 
 
+def _deliver_children(fake: FakeKube, memo: kopf.Memo) -> None:
+    """What kopf's watches do: every child the fake holds reaches `on_child_event`."""
+    for (kind, namespace, _), obj in list(fake.objects.items()):
+        if kind != api.KIND:
+            raw = cast(kopf.RawBody, obj)
+            handlers.on_child_event(
+                type="MODIFIED", body=kopf.Body(raw), namespace=namespace, memo=memo
+            )
+
+
+def test_an_idle_resync_round_costs_one_list_per_namespace(
+    fake: FakeKube, events: list[tuple[str, str, str]]
+) -> None:
+    memo = _memo(fake)
+    handlers.on_change(body=_body(fake), patch=kopf.Patch(), memo=memo, retry=0)
+    fake.roll_out(namespace=NS, name=CHILD)
+    handlers.on_sync_event(type="ADDED", body=_body(fake), memo=memo)
+    _deliver_children(fake, memo)
+    resyncer = handlers._runtime(memo).resyncer
+    resyncer.run_once()  # writes Ready (the rollout finished since the create)
+    fake.calls.clear()
+    assert resyncer.run_once() == 1
+    # No GET or apply of any child, no GET of the sync, no status write; the Secret was read
+    # by the round before, less than half an interval ago.
+    assert fake.calls == [("list", api.KIND, NS)]
+
+
+def test_a_resync_applies_a_child_someone_else_changed_last(
+    fake: FakeKube, events: list[tuple[str, str, str]]
+) -> None:
+    memo = _memo(fake)
+    handlers.on_change(body=_body(fake), patch=kopf.Patch(), memo=memo, retry=0)
+    handlers.on_sync_event(type="ADDED", body=_body(fake), memo=memo)
+    role = fake.objects[("Role", NS, CHILD)]
+    role["rules"] = []
+    role["metadata"]["managedFields"] = [
+        {"manager": "kubectl-edit", "operation": "Update", "time": "2024-05-01T00:00:00Z"}
+    ]
+    runtime = handlers._runtime(memo)
+    runtime.children.record(role)  # the watch saw the edit (its own reconcile aside)
+    fake.calls.clear()
+    runtime.resyncer.run_once()
+    assert ("apply", "Role", CHILD) in fake.calls
+    assert ("apply", "Deployment", CHILD) not in fake.calls or not runtime.children(
+        "Deployment", NS, CHILD
+    )
+    assert fake.objects[("Role", NS, CHILD)]["rules"]
+
+
+def test_a_resync_puts_back_a_deleted_child(
+    fake: FakeKube, events: list[tuple[str, str, str]]
+) -> None:
+    memo = _memo(fake)
+    handlers.on_change(body=_body(fake), patch=kopf.Patch(), memo=memo, retry=0)
+    handlers.on_sync_event(type="ADDED", body=_body(fake), memo=memo)
+    _deliver_children(fake, memo)
+    runtime = handlers._runtime(memo)
+    gone = fake.objects.pop(("ServiceAccount", NS, CHILD))
+    runtime.children.record(gone, deleted=True)
+    fake.calls.clear()
+    runtime.resyncer.run_once()
+    assert [c for c in fake.calls if c[0] == "apply"] == [("apply", "ServiceAccount", CHILD)]
+    assert fake.find("ServiceAccount", NS, CHILD) is not None
+
+
+def test_a_rotated_secret_rolls_the_worker_at_the_round_after_the_cache_expires(
+    fake: FakeKube, events: list[tuple[str, str, str]]
+) -> None:
+    clock = [1000.0]
+    memo = _memo(fake, resync_seconds=60.0)
+    secrets = observed.SecretsSeenRecently(fake, max_age_seconds=30.0, clock=lambda: clock[0])
+    object.__setattr__(handlers._runtime(memo), "resync_secrets", secrets)
+    handlers.on_change(body=_body(fake), patch=kopf.Patch(), memo=memo, retry=0)
+    handlers.on_sync_event(type="ADDED", body=_body(fake), memo=memo)
+    _deliver_children(fake, memo)
+    resyncer = handlers._runtime(memo).resyncer
+    resyncer.run_once()
+    before = fake.objects[("Deployment", NS, CHILD)]["spec"]["template"]["metadata"]
+    fake.add_secret(
+        namespace=NS, name="a-creds", keys={"username": "u", "password": "q"}, version="2"
+    )
+    clock[0] += 31.0  # past half the interval: the round reads the Secret afresh
+    resyncer.run_once()
+    after = fake.objects[("Deployment", NS, CHILD)]["spec"]["template"]["metadata"]
+    assert after["annotations"] != before["annotations"]
+
+
 def test_resync_skips_a_round_while_inactive(fake: FakeKube) -> None:
     runtime = handlers.Runtime(
         kube=fake, config=OperatorConfig(worker_image="w:1"), active=lambda: False
@@ -160,6 +251,105 @@ def test_worker_event_refreshes_the_owning_sync(
     assert status["status"]["conditions"][0]["status"] == "True"
     # The transition is announced on the sync.
     assert events == [("Normal", "WorkerAvailable", f"Worker {CHILD} is available")]
+
+
+def _ready(fake: FakeKube) -> str:
+    sync = fake.get_sync(namespace=NS, name=NAME)
+    assert sync is not None
+    return str(sync["status"]["conditions"][0]["status"])
+
+
+def test_ready_follows_the_rollout_from_the_watches_alone(
+    fake: FakeKube, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Deployment's event finds the sync in memory (its own last event): no read."""
+    posted: list[tuple[str, Any]] = []
+
+    def event(body: Any, *, type: str, reason: str, message: str = "") -> None:
+        posted.append((reason, body))
+
+    monkeypatch.setattr(kopf, "event", event)
+    memo = _memo(fake)
+    patch = kopf.Patch()
+    handlers.on_change(body=_body(fake), patch=patch, memo=memo, retry=0)
+    fake.patch_sync_status(namespace=NS, name=NAME, status=dict(patch["status"]))
+    handlers.on_sync_event(type="MODIFIED", body=_body(fake), memo=memo)
+    fake.calls.clear()
+    deployment = kopf.Body(cast(kopf.RawBody, fake.roll_out(namespace=NS, name=CHILD)))
+    handlers.on_child_event(type="MODIFIED", body=deployment, namespace=NS, memo=memo)
+    assert fake.calls == [("patch-status", api.KIND, NAME)]
+    assert _ready(fake) == "True"
+    # The transition's event names the sync in full (kopf builds involvedObject from it).
+    reason, body = posted[-1]
+    assert reason == "WorkerAvailable"
+    assert (body["apiVersion"], body["kind"]) == (api.API_VERSION, api.KIND)
+    assert (body["metadata"]["name"], body["metadata"]["uid"]) == (NAME, "sync-1")
+
+
+def test_the_async_handlers_do_their_api_work_off_the_event_loop(
+    fake: FakeKube, events: list[tuple[str, str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    memo = _memo(fake)
+    patch = kopf.Patch()
+    handlers.on_change(body=_body(fake), patch=patch, memo=memo, retry=0)
+    fake.patch_sync_status(namespace=NS, name=NAME, status=dict(patch["status"]))
+    writers: list[str] = []
+    write = fake.patch_sync_status
+
+    def patch_status(**kwargs: Any) -> dict[str, Any]:
+        writers.append(threading.current_thread().name)
+        return write(**kwargs)
+
+    monkeypatch.setattr(fake, "patch_sync_status", patch_status)
+    deployment = kopf.Body(cast(kopf.RawBody, fake.roll_out(namespace=NS, name=CHILD)))
+
+    async def deliver() -> str:
+        await handlers.on_sync_event_async(type="MODIFIED", body=_body(fake), memo=memo)
+        await handlers.on_child_event_async(
+            type="MODIFIED", body=deployment, namespace=NS, memo=memo
+        )
+        return threading.current_thread().name
+
+    loop_thread = asyncio.run(deliver())
+    assert _ready(fake) == "True"
+    assert writers and loop_thread not in writers
+
+
+def test_the_later_of_the_two_events_turns_ready_true(
+    fake: FakeKube, events: list[tuple[str, str, str]]
+) -> None:
+    """The rollout's event came first, before the sync's status was written: the sync's
+    own event then finds the Deployment's fingerprint and writes Ready."""
+    memo = _memo(fake)
+    patch = kopf.Patch()
+    handlers.on_sync_event(type="ADDED", body=_body(fake), memo=memo)  # no status yet
+    handlers.on_change(body=_body(fake), patch=patch, memo=memo, retry=0)
+    deployment = kopf.Body(cast(kopf.RawBody, fake.roll_out(namespace=NS, name=CHILD)))
+    handlers.on_child_event(type="MODIFIED", body=deployment, namespace=NS, memo=memo)
+    fake.patch_sync_status(namespace=NS, name=NAME, status=dict(patch["status"]))
+    assert _ready(fake) != "True"  # the rollout's event stood aside: no status to judge
+    written = _body(fake)
+    fake.calls.clear()
+    handlers.on_sync_event(type="MODIFIED", body=written, memo=memo)
+    assert fake.calls == [("patch-status", api.KIND, NAME)]
+    assert _ready(fake) == "True"
+
+
+def test_conditions_from_a_stale_copy_are_never_written(
+    fake: FakeKube, events: list[tuple[str, str, str]]
+) -> None:
+    memo = _memo(fake)
+    patch = kopf.Patch()
+    handlers.on_change(body=_body(fake), patch=patch, memo=memo, retry=0)
+    fake.patch_sync_status(namespace=NS, name=NAME, status=dict(patch["status"]))
+    handlers.on_sync_event(type="MODIFIED", body=_body(fake), memo=memo)
+    # Someone writes the sync after the copy the operator holds was taken.
+    fake.patch_sync_status(namespace=NS, name=NAME, status={"note": "newer"})
+    deployment = kopf.Body(cast(kopf.RawBody, fake.roll_out(namespace=NS, name=CHILD)))
+    handlers.on_child_event(type="MODIFIED", body=deployment, namespace=NS, memo=memo)
+    assert _ready(fake) != "True"  # 409: the newer version's own event will recompute
+    handlers.on_sync_event(type="MODIFIED", body=_body(fake), memo=memo)
+    assert _ready(fake) == "True"
 
 
 def test_deleted_child_is_put_back_at_once(

@@ -9,7 +9,7 @@ import pytest
 
 from airflow_asset_sync.api import spec as api
 from airflow_asset_sync.clients import kube
-from airflow_asset_sync.controller import reconcile
+from airflow_asset_sync.controller import conditions, reconcile
 from airflow_asset_sync.controller.conditions import Reason
 from airflow_asset_sync.controller.config import OperatorConfig
 from airflow_asset_sync.resources import naming
@@ -80,7 +80,9 @@ def _conditions(fake: FakeKube) -> dict[str, dict[str, Any]]:
 def test_first_reconcile_creates_the_children_owned_by_the_sync(fake: FakeKube) -> None:
     result = _run(fake)
     assert result.problem is None
-    assert [e.message for e in result.events] == [f"Created {k} {CHILD}" for k in KINDS]
+    assert [e.message for e in result.events] == [
+        f"Created ServiceAccount, Role, RoleBinding and Deployment {CHILD}"
+    ]
     for kind in KINDS:
         obj = fake.find(kind, NS, CHILD)
         assert obj is not None, kind
@@ -312,7 +314,7 @@ def _refresh(fake: FakeKube, deployment: dict[str, Any] | None, uid: str = "sync
     """True when the refresh wrote status."""
     refreshed = reconcile.refresh_from_deployment(
         kube_api=fake,
-        deployment_body=deployment,
+        worker=conditions.worker_state(deployment),
         namespace=NS,
         owner_name=NAME,
         owner_uid=uid,
