@@ -338,7 +338,13 @@ def main(argv: list[str] | None = None) -> int:
         stack.release_kafka()
         if "operator" in wanted:
             with section(results, "operator"):
-                run_operator(stack, results, syncs=profile.operator_syncs, profiler=profiler)
+                run_operator(
+                    stack,
+                    results,
+                    syncs=profile.operator_syncs,
+                    idle_s=profile.operator_idle_s,
+                    profiler=profiler,
+                )
     except KeyboardInterrupt:
         results.problem("interrupted")
     finally:

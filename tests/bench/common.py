@@ -67,8 +67,10 @@ class Profile:
     watcher_rate: float
     watcher_burst: int
     watcher_drain_s: float
-    #: AirflowAssetSync objects applied at once for the operator figures (issue: 200).
-    operator_syncs: int
+    #: AirflowAssetSync objects applied at once for the operator figures, one run per size
+    #: (issues: 200, then 1,000), and how long the largest then idles (issue: 30 minutes).
+    operator_syncs: tuple[int, ...]
+    operator_idle_s: float
 
 
 FULL = Profile(
@@ -90,7 +92,8 @@ FULL = Profile(
     watcher_rate=0.4,
     watcher_burst=60,
     watcher_drain_s=60.0,
-    operator_syncs=200,
+    operator_syncs=(200, 1000),
+    operator_idle_s=1800.0,
 )
 
 QUICK = Profile(
@@ -112,7 +115,8 @@ QUICK = Profile(
     watcher_rate=0.4,
     watcher_burst=10,
     watcher_drain_s=25.0,
-    operator_syncs=20,
+    operator_syncs=(20, 50),
+    operator_idle_s=30.0,
 )
 
 

@@ -184,14 +184,7 @@ def _markdown(
         for key, m in f.get("memory", {}).items():
             lines.append(f"- {key}: {m}")
         if "operator" in f:
-            o = f["operator"]
-            lines.append(
-                f"- operator: {o['ready_count']}/{o['syncs']} Ready after "
-                f"{o['all_ready_s']} s (kubectl apply {o['apply_s']} s, all Deployments after "
-                f"{o['all_deployments_s']} s, the bench's {o['harness_status_patches']} status "
-                f"patches {o['harness_patch_seconds']} s); RSS {o['operator_rss_idle_mib']} MiB "
-                f"idle -> {o['operator_rss_mib']} MiB, peak {o['operator_hwm_mib']} MiB"
-            )
+            lines += _operator_lines(f["operator"])
     if "naive" in f or "assetwatcher" in f:
         lines += ["", "## (6) What a user would pick instead", ""]
         if "naive" in f:
@@ -345,3 +338,42 @@ def _charts(results: Results, outdir: Path) -> list[str]:
         plt.close(fig)
         made.append("throughput.png")
     return made
+
+
+def _operator_lines(o: dict[str, Any]) -> list[str]:
+    v = o.get("versions", {})
+    lines = [
+        f"- operator: Python {v.get('python')}, kopf {v.get('kopf')}, kubernetes "
+        f"{v.get('kubernetes')}, {v.get('cpus')} CPUs"
+    ]
+    for key in sorted((k for k in o if k.startswith("at_")), key=lambda k: int(k[3:])):
+        r = o[key]
+        lines.append(
+            f"- {r['syncs']} syncs: {r['ready_count']}/{r['syncs']} Ready after "
+            f"{r['all_ready_s']} s (kubectl apply {r['apply_s']} s, all Deployments after "
+            f"{r['all_deployments_s']} s, the bench's {r['harness_status_patches']} status "
+            f"patches {r['harness_patch_seconds']} s); RSS {r['operator_rss_idle_mib']} MiB "
+            f"idle -> {r['operator_rss_mib']} MiB, peak {r['operator_hwm_mib']} MiB "
+            f"({r['operator_mib_per_sync']} MiB per sync); "
+            f"{r['burst_operator_requests_per_sync']} operator requests per sync; load "
+            f"{r['load_before']} -> {r['load_after']}"
+        )
+        idle = r.get("idle")
+        if idle:
+            lines.append(
+                f"  - idle {idle['window_s']} s: RSS {idle['rss_start_mib']} -> "
+                f"{idle['rss_end_mib']} MiB (max {idle['rss_max_mib']}); "
+                f"{idle['requests_per_min']} requests/min, "
+                f"{idle['requests_per_sync_per_resync']} per sync per resync: "
+                f"{idle['requests']}"
+            )
+        rollout = r.get("rollout")
+        if rollout:
+            lines.append(
+                f"  - new worker image: all Deployments after {rollout['all_updated_s']} s, "
+                f"all Ready again after {rollout['all_ready_again_s']} s; "
+                f"{rollout['operator_requests_per_s']} operator requests/s "
+                f"({rollout['operator_requests']} in all; the bench's own "
+                f"{rollout['harness_requests']} left out)"
+            )
+    return lines
