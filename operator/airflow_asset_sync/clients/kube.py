@@ -71,6 +71,8 @@ class ChildKind(StrEnum):
     ROLE = "Role"
     ROLE_BINDING = "RoleBinding"
     DEPLOYMENT = "Deployment"
+    #: Only with `spec.source.push` (the poke endpoint); deleted when `push` goes.
+    SERVICE = "Service"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -122,6 +124,7 @@ _CHILD_APIS: dict[ChildKind, tuple[str, str]] = {
     ChildKind.ROLE: ("rbac", "role"),
     ChildKind.ROLE_BINDING: ("rbac", "role_binding"),
     ChildKind.DEPLOYMENT: ("apps", "deployment"),
+    ChildKind.SERVICE: ("core", "service"),
 }
 
 
