@@ -378,7 +378,10 @@ def _handler(
             self.close_connection = True
             self._send(405, b"method not allowed\n", "text/plain", {"Allow": "GET, POST"})
 
-        do_PUT = do_DELETE = do_PATCH = _refuse_method
+        # Any other method is a 405, not http.server's 501: a client error, said as one.
+        do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = do_TRACE = do_CONNECT = (
+            _refuse_method
+        )
 
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]

@@ -95,6 +95,7 @@ def test_http_endpoint_answers_pokes_and_refuses_bad_requests() -> None:
         assert request(server.port, "POST", "/poke", auth) == 429  # burst of one
         assert request(server.port, "GET", "/poke", auth) == 405
         assert request(server.port, "PUT", "/poke", auth) == 405
+        assert request(server.port, "OPTIONS", "/poke") == 405
         assert request(server.port, "POST", "/metrics", auth) == 404
         assert request(server.port, "POST", "/poke", auth, body=b"x" * 5000) == 413
         counts = {
@@ -106,7 +107,7 @@ def test_http_endpoint_answers_pokes_and_refuses_bad_requests() -> None:
             "unauthorized": 1,
             "forbidden": 1,
             "rate_limited": 1,
-            "bad_request": 3,
+            "bad_request": 4,
         }
         assert b'aas_pokes_total{result="forbidden"} 1.0' in metrics.exposition()
     finally:
