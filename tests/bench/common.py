@@ -29,6 +29,7 @@ SECTIONS = (
     "naive",
     "assetwatcher",
     "operator",
+    "push",
 )
 
 
@@ -69,6 +70,10 @@ class Profile:
     watcher_drain_s: float
     #: AirflowAssetSync objects applied at once for the operator figures (issue: 200).
     operator_syncs: int
+    #: Sparse events per source for the push figures, and the gap between two (seconds,
+    #: uniform; the issue: one every 5-30 s, so each is the first after a quiet spell).
+    push_events: int = 20
+    push_gap_s: tuple[float, float] = (5.0, 30.0)
 
 
 FULL = Profile(
@@ -113,6 +118,9 @@ QUICK = Profile(
     watcher_burst=10,
     watcher_drain_s=25.0,
     operator_syncs=20,
+    push_events=8,
+    # Past the 10 s active hold: each event finds the worker without pokes idle.
+    push_gap_s=(11.0, 15.0),
 )
 
 

@@ -2,10 +2,11 @@
 
 The plugin package (`plugins/airflow-asset-sync-listener`) is built and installed with uv
 into a folder of its own, put on the PYTHONPATH of two Airflow instances this module starts
-(so the rig's shared instances and its cached venvs stay as they are); Airflow finds it
-through its `airflow.plugins` entry point, exactly as after a `pip install`. Each instance
-pokes a fixed port, where the tests run the product's worker (`airflow-asset-sync run`) or,
-for the "worker cannot be reached" case, a socket that accepts and never answers.
+(so the rig's shared instances and its cached venvs stay as they are; `rig.listener`);
+Airflow finds it through its `airflow.plugins` entry point, exactly as after a `pip install`.
+Each instance pokes a fixed port, where the tests run the product's worker
+(`airflow-asset-sync run`) or, for the "worker cannot be reached" case, a socket that
+accepts and never answers.
 
 Why `pollInterval: 1h`: without pokes the worker would read an event made after its first
 poll only an hour later (the adaptive pace speeds up to 12 minutes), so an event arriving
@@ -14,11 +15,8 @@ within seconds proves that the poke, and nothing else, made the worker read.
 
 from __future__ import annotations
 
-import os
-import shutil
 import socket
 import statistics
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,11 +25,11 @@ from typing import Any
 import httpx
 import pytest
 
-from rig.airflow import AIRFLOW2, AIRFLOW3, AirflowInstance, AssetPool, venv
-from rig.cache import CACHE, ROOT, log
+from rig.airflow import AIRFLOW2, AIRFLOW3, AirflowInstance, AssetPool
+from rig.cache import log
+from rig.listener import install_plugin, plugin_env
 from rig.procs import free_port
 from rig.sync import SyncProcess, marker_counts, sync_manifests
-from rig.tools import uv_bin
 
 pytestmark = [pytest.mark.rig, pytest.mark.slow]
 
@@ -40,36 +38,6 @@ TOKEN = "rig-poke-Tok-61ad0e"
 POKE_TIMEOUT_S = 1.0
 #: An event must reach the target this fast with pokes (typically ~0.3 s); an hour without.
 FAST_S = 5.0
-
-
-def install_plugin(version: str, into: Path) -> Path:
-    """`uv pip install --target` the plugin package for that Airflow's Python."""
-    source = into / "src"
-    shutil.copytree(
-        ROOT / "plugins" / "airflow-asset-sync-listener",
-        source,
-        ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"),
-    )
-    site = into / "site"
-    env = dict(os.environ, UV_CACHE_DIR=str(CACHE / "uv-cache"))
-    python = str(venv(version) / "bin" / "python")
-    subprocess.run(
-        [
-            str(uv_bin()),
-            "pip",
-            "install",
-            "-q",
-            "--target",
-            str(site),
-            "--python",
-            python,
-            str(source),
-        ],
-        check=True,
-        env=env,
-    )
-    assert (site / "airflow_asset_sync_listener" / "listener.py").exists()
-    return site
 
 
 class Pushing:
@@ -91,12 +59,9 @@ def _pushing(version: str, factory: pytest.TempPathFactory) -> Iterator[Pushing]
     instance = AirflowInstance(
         version=version,
         home=base / "home",
-        extra_env={
-            "PYTHONPATH": str(site),
-            "AIRFLOW_ASSET_SYNC_POKE_URL": f"http://127.0.0.1:{port}/poke",
-            "AIRFLOW_ASSET_SYNC_POKE_TOKEN": TOKEN,
-            "AIRFLOW_ASSET_SYNC_POKE_TIMEOUT": str(POKE_TIMEOUT_S),
-        },
+        extra_env=plugin_env(
+            site, url=f"http://127.0.0.1:{port}/poke", token=TOKEN, timeout_s=POKE_TIMEOUT_S
+        ),
     )
     try:
         instance.start()
