@@ -19,6 +19,7 @@ import socket
 import statistics
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -269,3 +270,46 @@ def test_events_made_while_the_worker_is_stopped_all_arrive_after_it_starts(
         time.sleep(0.2)
     counts = marker_counts(target.instance, [uri], source.instance.url)
     assert counts == dict.fromkeys({first, *made}, 1)
+
+
+def parse_ts(text: str) -> datetime:
+    """Airflow timestamps: 2.x `...+00:00`, 3.x `...Z`."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def _trigger(instance: AirflowInstance, dag_id: str) -> str:
+    """Start a run of `dag_id` now; its run id."""
+    prefix = "/api/v1" if instance.major == 2 else "/api/v2"
+    body: dict[str, Any] = {} if instance.major == 2 else {"logical_date": None}
+    with instance.client() as client:
+        response = client.post(f"{prefix}/dags/{dag_id}/dagRuns", json=body)
+        response.raise_for_status()
+        return str(response.json()["dag_run_id"])
+
+
+def test_an_event_from_a_task_outlet_is_poked_too(
+    pair: tuple[Pushing, Pushing], assets: AssetPool, workers: list[SyncProcess], tmp_path: Path
+) -> None:
+    """Not only REST: a task's outlet event (2.x: registered in the task's own process, which
+    exits soon after; 3.x: by the API server for the task) pokes the worker."""
+    source, target = pair
+    (uri,) = assets.take(1)
+    proc = start_worker(workers, tmp_path, push_sync("push-task", source, target, uri), source.port)
+    _trigger(source.instance, "aas_producer")  # one task, outlets on every rig asset
+    deadline = time.monotonic() + 180
+    with target.instance.client() as client:
+        while not (copies := marker_counts_with(target.instance, client, uri, source.instance.url)):
+            assert time.monotonic() < deadline, "the task's event never reached the target"
+            time.sleep(0.2)
+    (event_id,) = copies
+    made = next(e for e in source.instance.events(uri) if e["id"] == event_id)
+    copy = next(
+        e
+        for e in target.instance.events(uri)
+        if (e["extra"].get("airflow_asset_sync") or {}).get("event_id") == event_id
+    )
+    latency = (parse_ts(copy["timestamp"]) - parse_ts(made["timestamp"])).total_seconds()
+    log(f"task outlet {source.instance.version} -> {target.instance.version}: {latency:.3f} s")
+    # pollInterval is 1h: only a poke from the task's registration can explain this.
+    assert latency < FAST_S
+    assert proc.metric("aas_poke_polls_total") >= 1
