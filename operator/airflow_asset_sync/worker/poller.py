@@ -236,6 +236,7 @@ class Poller:
         while not stop.is_set():
             if self._wake is not None:
                 self._wake.clear()
+            failed = True
             try:
                 result = await self.poll_once()
             except Exception as exc:
@@ -249,10 +250,13 @@ class Poller:
                     extra={**self._log_extra, "error": self.status.last_error, "delay_s": delay},
                 )
             else:
+                failed = False
                 backoff.reset()
                 self._failures.succeeded()
                 delay = pace.after(result, self._clock.monotonic())
-            if self._wake is None:
+            if self._wake is None or failed:
+                # A back-off is not cut short by pokes: a failing source is not read faster
+                # because events are being made (a poke meanwhile still counts after it).
                 if await sleep_or_stop(self._clock, stop, delay):
                     break
                 continue

@@ -6,12 +6,13 @@ import asyncio
 import http.client
 import threading
 
+from airflow_asset_sync.clients.airflow.base import Unavailable
 from airflow_asset_sync.worker.health import Health
 from airflow_asset_sync.worker.metrics import WorkerMetrics, start_metrics_server
 from airflow_asset_sync.worker.poke import PokeGate, TokenBucket, Wakeup
 from airflow_asset_sync.worker.poller import POKE_FOLLOW_UPS_S, PollPace, PollResult
 
-from .fakes import wait_until
+from .fakes import settle, wait_until
 from .test_poller import Rig, at
 
 TOKEN = "poke-Tok-3b9e1f"
@@ -188,6 +189,23 @@ async def test_a_poke_that_finds_nothing_yet_reads_again_soon_then_rests() -> No
     await wait_until(lambda: rig.publisher.ids == [event.id], what="the follow-up read")
     # Found: back to the active pace (interval / 5), no more follow-ups.
     await wait_until(lambda: rig.clock.sleeping == [6.0], what="the active pace")
+    stop.set()
+    await task
+
+
+async def test_pokes_do_not_cut_an_error_back_off_short() -> None:
+    wake = asyncio.Event()
+    rig = Rig(wake=wake, poll_interval=30.0)
+    rig.server.list_failures.append(Unavailable("503"))
+    stop = asyncio.Event()
+    task = asyncio.create_task(rig.poller.run(stop))
+    await wait_until(lambda: bool(rig.clock.sleeping), what="the back-off")
+    backoff = rig.clock.sleeping[0]
+    wake.set()
+    await settle()
+    assert polls(rig) == 1  # still backing off
+    await rig.clock.advance(backoff)
+    await wait_until(lambda: polls(rig) == 2, what="the read after the back-off")
     stop.set()
     await task
 
