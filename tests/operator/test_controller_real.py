@@ -7,8 +7,8 @@ exactly `rbac.operator_rules()`, so a missing permission fails here as it would 
 The bare API server runs no controllers: nothing turns a Deployment into pods and nothing
 garbage-collects owned objects. Tests act as the Deployment controller by writing a
 Deployment's status through its status subresource. Deleting a sync leaves its children here
-(the operator deletes none, holds no finalizer, and leaves them to the garbage collector
-through their owner references): tests assert those references instead.
+(the operator deletes none when a sync goes, holds no finalizer, and leaves them to the
+garbage collector through their owner references): tests assert those references instead.
 """
 
 from __future__ import annotations

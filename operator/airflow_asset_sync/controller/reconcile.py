@@ -33,9 +33,9 @@ from airflow_asset_sync.controller.conditions import Problem, Reason
 from airflow_asset_sync.controller.config import OperatorConfig
 from airflow_asset_sync.resources import credentials, deployment, naming, rbac, service
 
-#: Children in creation order. The operator deletes none of them: each carries a controller
-#: owner reference with `blockOwnerDeletion`, and the garbage collector deletes them with
-#: their sync.
+#: Children in creation order. The operator deletes none of them when a sync goes: each
+#: carries a controller owner reference with `blockOwnerDeletion`, and the garbage collector
+#: deletes them with their sync (the Service alone also goes with `push`, `report_push`).
 CHILD_KINDS = (
     kube.ChildKind.SERVICE_ACCOUNT,
     kube.ChildKind.ROLE,

@@ -129,8 +129,9 @@ def owner_reference(owner: Owner) -> dict[str, Any]:
 
     This is what deletes the children: the garbage collector deletes them with their
     AirflowAssetSync, whether or not the operator runs (the operator holds no finalizer and
-    deletes nothing itself; a bare kube-apiserver without the controller manager, such as the
-    test rig, leaves them). `blockOwnerDeletion` makes a foreground deletion
+    deletes nothing itself when a sync goes, only the worker Service when `push` does; a
+    bare kube-apiserver without the controller manager, such as the test rig, leaves
+    them). `blockOwnerDeletion` makes a foreground deletion
     (`kubectl delete --cascade=foreground`) wait for them. `blockOwnerDeletion` needs the
     operator to be allowed `update` on `airflowassetsyncs/finalizers` where the
     OwnerReferencesPermissionEnforcement admission plugin is on.
