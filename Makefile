@@ -20,9 +20,9 @@ test: venv
 	@scripts/timed pytest $(PY) -m pytest -p no:cacheprovider --durations=15 $(PYTEST_ARGS)
 
 lint: venv
-	.venv/bin/ruff check operator tests
-	.venv/bin/ruff format --check operator tests
-	.venv/bin/mypy operator tests
+	.venv/bin/ruff check operator tests plugins
+	.venv/bin/ruff format --check operator tests plugins
+	.venv/bin/mypy operator tests plugins/airflow-asset-sync-listener/src
 	.venv/bin/lint-imports
 
 ## unit: the fast tests only (no rig).

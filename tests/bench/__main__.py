@@ -12,6 +12,7 @@ Sections (`--only` takes any of them; default all):
     naive         (6) a naive 60 s poller (runs while the backlog is created, if both run)
     assetwatcher  (6) Airflow 3 AssetWatcher + KafkaMessageQueueTrigger at its defaults
     operator      (5) 200 AirflowAssetSync objects: time to Ready, operator RSS
+    push          (7) sparse events with and without the listener plugin's pokes (issue 13)
 
 Writes results/<UTC timestamp>/ with report.md, report.json, PNG charts and, with
 `--profile`, py-spy profiles of the worker and the operator. Not part of the test suite.
@@ -233,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     from bench.idle import run_idle
     from bench.latency import run_latency
     from bench.operator_scale import run_operator
+    from bench.push import run_push
     from bench.stack import Stack
     from bench.throughput import replayer_concurrency, run_drain
 
@@ -286,6 +288,9 @@ def main(argv: list[str] | None = None) -> int:
         if "parking" in wanted:
             with section(results, "parking"):
                 run_parking(stack, results, profile)
+        if "push" in wanted:
+            with section(results, "push"):
+                run_push(stack, results, events=profile.push_events, gap_s=profile.push_gap_s)
         if "idle" in wanted:
             with section(results, "idle"):
                 run_idle(stack, results, window_s=profile.idle_window_s)

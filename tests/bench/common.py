@@ -29,6 +29,7 @@ SECTIONS = (
     "naive",
     "assetwatcher",
     "operator",
+    "push",
 )
 
 
@@ -71,6 +72,10 @@ class Profile:
     #: (issues: 200, then 1,000), and how long the largest then idles (issue: 30 minutes).
     operator_syncs: tuple[int, ...]
     operator_idle_s: float
+    #: Sparse events per source for the push figures, and the gap between two (seconds,
+    #: uniform; the issue: one every 5-30 s, so each is the first after a quiet spell).
+    push_events: int = 20
+    push_gap_s: tuple[float, float] = (5.0, 30.0)
 
 
 FULL = Profile(
@@ -117,6 +122,9 @@ QUICK = Profile(
     watcher_drain_s=25.0,
     operator_syncs=(20, 50),
     operator_idle_s=30.0,
+    push_events=8,
+    # Past the 10 s active hold: each event finds the worker without pokes idle.
+    push_gap_s=(11.0, 15.0),
 )
 
 

@@ -38,6 +38,8 @@ POOL_BY_USE = {
     "backlog": range(30, 50),
     "naive": range(50, 52),
     "parking": range(52, 62),
+    "push-2to3": range(62, 66),
+    "push-3to3": range(66, 70),
 }
 
 

@@ -7,8 +7,8 @@ exactly `rbac.operator_rules()`, so a missing permission fails here as it would 
 The bare API server runs no controllers: nothing turns a Deployment into pods and nothing
 garbage-collects owned objects. Tests act as the Deployment controller by writing a
 Deployment's status through its status subresource. Deleting a sync leaves its children here
-(the operator deletes none, holds no finalizer, and leaves them to the garbage collector
-through their owner references): tests assert those references instead.
+(the operator deletes none when a sync goes, holds no finalizer, and leaves them to the
+garbage collector through their owner references): tests assert those references instead.
 """
 
 from __future__ import annotations
@@ -321,6 +321,53 @@ def test_spec_change_rolls_the_worker(
 
     reasons = [e["message"] for e in live.events_for(kube, ns, api.KIND, "upd")]
     assert f"Updated Deployment {naming.worker_name('upd')}" in reasons
+
+
+def test_push_creates_the_worker_service_reports_the_poke_url_and_removes_both(
+    kube: KubeRig, operator: live.OperatorProcess, ns: str
+) -> None:
+    """`spec.source.push`: a Service the real API server accepts (created under exactly the
+    operator's RBAC), selecting the worker pod, and its URL in status; gone with push."""
+    live.apply(kube, live.secret("push-poke", token="rig-push-Tok-0b1e"), namespace=ns)
+    manifest = _with_secrets(kube, ns, "push")
+    manifest["spec"]["source"]["push"] = {"token": {"secretName": "push-poke"}}
+    live.apply(kube, manifest, namespace=ns)
+    child = naming.worker_name("push")
+
+    def pushed() -> tuple[dict[str, Any], dict[str, Any]] | None:
+        service = get(kube, "service", child, ns)
+        sync = _sync(kube, ns, "push")
+        url = (sync.get("status") or {}).get("pokeUrl")
+        return (service, sync) if service is not None and url else None
+
+    service, sync = wait_for(pushed, what="the worker Service and status.pokeUrl")
+    assert sync["status"]["pokeUrl"] == f"http://{child}.{ns}.svc:8080/poke"
+    assert service["spec"]["clusterIP"]  # allocated: a real ClusterIP Service
+    assert service["metadata"]["ownerReferences"][0]["uid"] == sync["metadata"]["uid"]
+    deploy = get(kube, "deployment", child, ns)
+    assert deploy is not None
+    pod = deploy["spec"]["template"]
+    assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    container = pod["spec"]["containers"][0]
+    (port,) = service["spec"]["ports"]
+    assert port["targetPort"] in {p["name"] for p in container["ports"]}
+    env = {e["name"]: e for e in container["env"]}
+    assert env["AAS_POKE_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "push-poke"
+    shown = json.dumps(sync) + json.dumps(live.events_for(kube, ns, api.KIND, "push"))
+    assert "rig-push-Tok-0b1e" not in shown
+
+    del manifest["spec"]["source"]["push"]
+    live.apply(kube, manifest, namespace=ns)
+
+    def removed() -> dict[str, Any] | None:
+        sync = _sync(kube, ns, "push")
+        gone = get(kube, "service", child, ns) is None
+        return sync if gone and "pokeUrl" not in (sync.get("status") or {}) else None
+
+    wait_for(removed, what="the Service and status.pokeUrl removed with push")
+    reasons = [e["message"] for e in live.events_for(kube, ns, api.KIND, "push")]
+    assert f"Deleted Service {child}" in reasons
+    assert get(kube, "deployment", child, ns) is not None
 
 
 def test_suspend_scales_to_zero_and_resume_restores(

@@ -96,6 +96,9 @@ class AirflowInstance:
     home: Path
     port: int = field(default_factory=free_port)
     servers: list[Server] = field(default_factory=list)
+    #: Set last, over the rig's own variables: a test's extra configuration (the listener
+    #: plugin's PYTHONPATH and poke settings, in test_push_real).
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def major(self) -> int:
@@ -170,6 +173,7 @@ class AirflowInstance:
                 AIRFLOW__API__SECRET_KEY="rig-api-secret",
                 AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=f"{USERNAME}:admin",
             )
+        env.update(self.extra_env)
         return env
 
     def airflow(

@@ -92,13 +92,16 @@ def sync_manifests(
 class SyncProcess:
     """One `airflow-asset-sync run` process with its state file and metrics port."""
 
-    def __init__(self, workdir: Path, manifests: list[dict[str, Any]]) -> None:
+    def __init__(
+        self, workdir: Path, manifests: list[dict[str, Any]], *, metrics_port: int | None = None
+    ) -> None:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.file = workdir / "sync.yaml"
         self.file.write_text(yaml.safe_dump_all(manifests))
         self.state_file = workdir / "offsets.json"
-        self.metrics_port = free_port()
+        #: Given when something must know it in advance (the listener plugin's poke URL).
+        self.metrics_port = metrics_port or free_port()
         self.server = Server(
             f"sync {workdir.name}",
             [

@@ -141,6 +141,27 @@ class Endpoint(Model):
         return base + path
 
 
+class Push(Model):
+    """Pokes from the source Airflow's listener plugin (`airflow-asset-sync-listener`).
+
+    The plugin POSTs to the worker when the source registers an asset event, and the worker
+    polls at once instead of waiting out ``pollInterval``. A poke carries nothing the sync
+    trusts: events are still read by polling, so a lost poke, a stopped worker or a missing
+    plugin only costs latency, never an event. The shared `token` (a Secret the plugin's
+    environment holds too) keeps anyone else from making the worker poll; pokes are also
+    rate-limited. Setting `push` makes the operator create a Service for the worker and
+    report the poke URL in ``status.source.pokeUrl``.
+    """
+
+    token: SecretToken
+
+
+class Source(Endpoint):
+    """The source Airflow instance; `push` optionally lets it wake the poller."""
+
+    push: Push | None = None
+
+
 class RewriteRule(Model):
     """Map a source URI to a target URI: Python `re.sub(match, replace, uri, count=1)`."""
 
@@ -330,7 +351,7 @@ class Replay(Model):
 class SyncSpec(Model):
     """`spec` of an AirflowAssetSync."""
 
-    source: Endpoint
+    source: Source
     targets: Annotated[list[Target], Field(min_length=1, max_length=20)]
     assets: AssetFilter = AssetFilter()
     kafka: Kafka | None = None

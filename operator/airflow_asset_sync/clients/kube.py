@@ -72,6 +72,8 @@ class ChildKind(StrEnum):
     ROLE = "Role"
     ROLE_BINDING = "RoleBinding"
     DEPLOYMENT = "Deployment"
+    #: Only with `spec.source.push` (the poke endpoint); deleted when `push` goes.
+    SERVICE = "Service"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -149,6 +151,7 @@ _PATHS: dict[str, tuple[str, str]] = {
     ChildKind.ROLE: ("/apis/rbac.authorization.k8s.io/v1", "roles"),
     ChildKind.ROLE_BINDING: ("/apis/rbac.authorization.k8s.io/v1", "rolebindings"),
     ChildKind.DEPLOYMENT: ("/apis/apps/v1", "deployments"),
+    ChildKind.SERVICE: ("/api/v1", "services"),
     "Secret": ("/api/v1", "secrets"),
     api.KIND: (f"/apis/{api.GROUP}/{api.VERSION}", api.PLURAL),
     "Lease": ("/apis/coordination.k8s.io/v1", "leases"),

@@ -8,7 +8,7 @@ What triggers a reconcile, and why each is needed:
 - create / update (spec changes only) / resume (operator start): the obvious ones;
 - a resync every `resync_seconds` (`Resyncer`): puts back a deleted or edited child, rolls the
   worker when a Secret rotates, and retries stalled problems a person may have fixed meanwhile;
-- child events (ServiceAccount, Role, RoleBinding, Deployment with our managed-by label): a
+- child events (ServiceAccount, Role, RoleBinding, Deployment, Service with our managed-by label): a
   child deleted, or changed by anyone but the operator (`kubectl edit`, `kubectl scale`), is
   put back at once rather than at the next resync; a worker Deployment's status change turns
   Ready true as soon as the pod is ready;
@@ -67,6 +67,7 @@ CHILD_RESOURCES = (
     ("rbac.authorization.k8s.io/v1", "roles"),
     ("rbac.authorization.k8s.io/v1", "rolebindings"),
     ("apps/v1", "deployments"),
+    ("v1", "services"),
 )
 
 

@@ -1,15 +1,20 @@
 """Reconciling one AirflowAssetSync: an ordered list of small steps, then status.
 
     validate spec -> resolve worker image -> check Secrets and keys -> build children
-    -> apply children (ServiceAccount, Role, RoleBinding, Deployment) -> conditions
+    -> apply children (ServiceAccount, Role, RoleBinding, Deployment, and the Service with
+    `spec.source.push`) -> push: delete a Service push no longer wants, report the poke URL
+    -> conditions
 
 Each step either returns what the next needs or raises `StepFailed` with a `Problem`:
 "stalled" (a person must act: kopf.PermanentError) or "waiting" (it may resolve itself:
 kopf.TemporaryError with back-off). The functions here never import kopf: the handlers
 translate `Result` into kopf's terms, so all of this is testable with a fake `KubeApi`.
 
-The operator writes only `status.observedGeneration` and `status.conditions`; the worker owns
-`status.source` and `status.targets`, and a merge patch of our two keys leaves those alone.
+The operator writes only `status.observedGeneration`, `status.conditions` and
+`status.pokeUrl`; the worker owns `status.source` and `status.targets`, and a merge patch of
+our keys leaves those alone. `pokeUrl` is written by its own step (`report_push`), only when
+it changes: it follows the spec, not the worker's health, so it has no place in the
+conditions' write.
 """
 
 from __future__ import annotations
@@ -27,18 +32,20 @@ from airflow_asset_sync.controller import conditions
 from airflow_asset_sync.controller.conditions import Problem, Reason
 from airflow_asset_sync.controller.config import OperatorConfig
 from airflow_asset_sync.controller.observed import ChildLookup, changed_by_others, controller_uid
-from airflow_asset_sync.resources import credentials, deployment, fingerprint, naming, rbac
+from airflow_asset_sync.resources import credentials, deployment, fingerprint, naming, rbac, service
 
 __all__ = ["changed_by_others", "controller_uid"]  # re-exported: the handlers ask them here
 
-#: Children in creation order. The operator deletes none of them: each carries a controller
-#: owner reference with `blockOwnerDeletion`, and the garbage collector deletes them with
-#: their sync.
+#: Children in creation order. The operator deletes none of them when a sync goes: each
+#: carries a controller owner reference with `blockOwnerDeletion`, and the garbage collector
+#: deletes them with their sync (the Service alone also goes with `push`, `report_push`).
 CHILD_KINDS = (
     kube.ChildKind.SERVICE_ACCOUNT,
     kube.ChildKind.ROLE,
     kube.ChildKind.ROLE_BINDING,
     kube.ChildKind.DEPLOYMENT,
+    # Only with `spec.source.push`; the one child the operator deletes (when push goes).
+    kube.ChildKind.SERVICE,
 )
 
 EventType = Literal["Normal", "Warning"]
@@ -201,8 +208,8 @@ def check_secrets(*, kube_api: SecretReader, namespace: str, spec: api.SyncSpec)
 def desired_children(
     *, owner: naming.Owner, spec: api.SyncSpec, image: str, secret_versions: Mapping[str, str]
 ) -> list[dict[str, Any]]:
-    """The children in `CHILD_KINDS` order."""
-    return [
+    """The children in `CHILD_KINDS` order (the Service only with `spec.source.push`)."""
+    children = [
         rbac.service_account(owner),
         rbac.role(owner),
         rbac.role_binding(owner),
@@ -210,6 +217,49 @@ def desired_children(
             owner=owner, spec=spec, image=image, secret_versions=secret_versions
         ),
     ]
+    if spec.source.push is not None:
+        children.append(service.worker_service(owner))
+    return children
+
+
+def report_push(
+    *,
+    kube_api: kube.KubeApi,
+    body: Mapping[str, Any],
+    owner: naming.Owner,
+    spec: api.SyncSpec,
+    observed: ChildLookup | None = None,
+) -> list[Event]:
+    """Without `push`, delete the worker Service we created for it; write `status.pokeUrl`
+    (or remove it) when it differs from what the object has.
+
+    Why delete here when every other child is left to the garbage collector: the others live
+    as long as their sync, while the Service lives only as long as `push` does; a Service
+    left behind would keep a cluster IP and an endpoint for pokes the worker then refuses.
+    One controlled by another owner is left alone (as `apply_children` never takes over).
+    With `observed`, a Service the watches never showed is not looked for: a sync without
+    `push` costs no request here.
+    """
+    events: list[Event] = []
+    name = naming.worker_service_name(owner.name)
+    wanted = None if spec.source.push is None else naming.poke_url(owner.name, owner.namespace)
+    try:
+        looked_for = observed is None or observed(kube.ChildKind.SERVICE, owner.namespace, name)
+        if wanted is None and looked_for:
+            current = kube_api.get(kube.ChildKind.SERVICE, namespace=owner.namespace, name=name)
+            if current is not None and controller_uid(current) == owner.uid:
+                kube_api.delete(kube.ChildKind.SERVICE, namespace=owner.namespace, name=name)
+                events.append(
+                    Event(type="Normal", reason="Deleted", message=f"Deleted Service {name}")
+                )
+        if (body.get("status") or {}).get("pokeUrl") != wanted:
+            # A merge patch: None removes the key.
+            kube_api.patch_sync_status(
+                namespace=owner.namespace, name=owner.name, status={"pokeUrl": wanted}
+            )
+    except kube.KubeError as exc:
+        raise StepFailed(_api_problem(exc)) from exc
+    return events
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -410,6 +460,9 @@ def reconcile(*, body: Mapping[str, Any], ctx: Context) -> Result:
             on_applied=ctx.applied,
         )
         worker, events = applied.worker, applied.events
+        events += report_push(
+            kube_api=ctx.kube, body=body, owner=owner, spec=spec, observed=ctx.observed
+        )
     except StepFailed as exc:
         problem = exc.problem
         events = [*events, *_problem_event(body, problem)]

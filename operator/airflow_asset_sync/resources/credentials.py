@@ -80,11 +80,22 @@ def _auth_env(auth: api.Auth | None, *, field_path: str, env: EnvNamer) -> list[
 
 
 def env_credentials(spec: api.SyncSpec) -> list[EnvCredential]:
-    """Credentials as env variables, in a stable order (source, targets in order, Kafka)."""
+    """Credentials as env variables, in a stable order (source, targets in order, the poke
+    token, Kafka)."""
     out = _auth_env(spec.source.auth, field_path="spec.source", env=naming.source_credential_env)
     for index, target in enumerate(spec.targets):
         out += _auth_env(
             target.auth, field_path=f"spec.targets[{index}]", env=_target_env(target.name)
+        )
+    push = spec.source.push
+    if push is not None:
+        out.append(
+            EnvCredential(
+                env_name=naming.ENV_POKE_TOKEN,
+                secret_name=push.token.secret_name,
+                key=push.token.key,
+                field_path="spec.source.push.token",
+            )
         )
     sasl = spec.kafka.security.sasl if spec.kafka and spec.kafka.security else None
     if sasl is not None:

@@ -47,6 +47,11 @@ METRICS_PATH = "/metrics"
 #: reachable, checkpoint loaded). Both served on `METRICS_PORT`.
 HEALTHZ_PATH = "/healthz"
 READYZ_PATH = "/readyz"
+#: Pokes from the source's listener plugin (`spec.source.push`), on `METRICS_PORT` too:
+#: one server, one port, one Service port.
+POKE_PATH = "/poke"
+#: Env variable holding the shared poke token (`spec.source.push.token`).
+ENV_POKE_TOKEN = "AAS_POKE_TOKEN"
 
 #: Env variables naming the AirflowAssetSync the worker serves.
 ENV_NAMESPACE = "AAS_NAMESPACE"
@@ -124,8 +129,9 @@ def owner_reference(owner: Owner) -> dict[str, Any]:
 
     This is what deletes the children: the garbage collector deletes them with their
     AirflowAssetSync, whether or not the operator runs (the operator holds no finalizer and
-    deletes nothing itself; a bare kube-apiserver without the controller manager, such as the
-    test rig, leaves them). `blockOwnerDeletion` makes a foreground deletion
+    deletes nothing itself when a sync goes, only the worker Service when `push` does; a
+    bare kube-apiserver without the controller manager, such as the test rig, leaves
+    them). `blockOwnerDeletion` makes a foreground deletion
     (`kubectl delete --cascade=foreground`) wait for them. `blockOwnerDeletion` needs the
     operator to be allowed `update` on `airflowassetsyncs/finalizers` where the
     OwnerReferencesPermissionEnforcement admission plugin is on.
@@ -163,6 +169,18 @@ def source_credential_env(field: CredentialField) -> str:
 def target_credential_env(target_name: str, field: CredentialField) -> str:
     """Env variable holding a target credential, e.g. `AAS_TARGET_V3_NEW_TOKEN`."""
     return f"AAS_TARGET_{_env_token(target_name)}_{field}"
+
+
+def worker_service_name(sync_name: str) -> str:
+    """The worker's Service (only with `spec.source.push`): the worker's own name, as the
+    Deployment, ServiceAccount and Lease have; kinds keep them apart."""
+    return worker_name(sync_name)
+
+
+def poke_url(sync_name: str, namespace: str) -> str:
+    """Where the source's listener plugin sends pokes: the Service's cluster DNS name."""
+    service = worker_service_name(sync_name)
+    return f"http://{service}.{namespace}.svc:{METRICS_PORT}{POKE_PATH}"
 
 
 def kafka_credential_env(field: KafkaCredentialField) -> str:

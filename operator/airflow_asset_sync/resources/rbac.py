@@ -116,6 +116,12 @@ def operator_rules() -> list[dict[str, Any]]:
             "resources": ["serviceaccounts"],
             "verbs": ["get", "list", "watch", "create", "patch", "delete"],
         },
+        # The worker's Service, with `spec.source.push` (and deleted when push goes).
+        {
+            "apiGroups": [""],
+            "resources": ["services"],
+            "verbs": ["get", "list", "watch", "create", "patch", "delete"],
+        },
         {
             "apiGroups": ["rbac.authorization.k8s.io"],
             "resources": ["roles", "rolebindings"],

@@ -47,6 +47,7 @@ from airflow_asset_sync.worker.lease import FencedOffsetStore, LeaseHolder, Leas
 from airflow_asset_sync.worker.metrics import MetricsServer, WorkerMetrics, start_metrics_server
 from airflow_asset_sync.worker.offsets import FileOffsetStore, OffsetStore
 from airflow_asset_sync.worker.pipeline import SyncWorker
+from airflow_asset_sync.worker.poke import PokeGate, Wakeup
 from airflow_asset_sync.worker.transport import Delivery, Publisher, Subscription
 
 log = logging.getLogger(__name__)
@@ -160,7 +161,16 @@ async def _run(
     health = Health(
         monotonic=time.monotonic, ready_after=max(60.0, 3 * sync.spec.poll_interval_seconds)
     )
-    server = _serve_metrics(metrics, health, port=metrics_port, host=metrics_host)
+    wakeup = Wakeup()
+    poke = None
+    if sync.spec.source.push is not None:
+        poke = PokeGate(
+            token=resolved.poke_token,
+            wake=wakeup.set_threadsafe,
+            metrics=metrics,
+            monotonic=time.monotonic,
+        )
+    server = _serve_metrics(metrics, health, port=metrics_port, host=metrics_host, poke=poke)
     lease = None
     if lease_store is not None:
         lease = _lease_holder(lease_store, sync, metrics, health)
@@ -175,6 +185,7 @@ async def _run(
         metrics=metrics,
         health=health,
         fence=lease,
+        wake=wakeup.event if poke is not None else None,
     )
     log.info(
         "sync starting",
@@ -183,6 +194,7 @@ async def _run(
             "source": sync.spec.source.identity,
             "targets": ",".join(t.name for t in sync.spec.targets),
             "transport": "kafka" if sync.spec.kafka else "in-process",
+            "pokes": "enabled" if poke is not None else "disabled",
         },
     )
     try:
@@ -197,11 +209,16 @@ async def _run(
 
 
 def _serve_metrics(
-    metrics: WorkerMetrics, health: Health, *, port: int, host: str
+    metrics: WorkerMetrics,
+    health: Health,
+    *,
+    port: int,
+    host: str,
+    poke: PokeGate | None = None,
 ) -> MetricsServer:
-    """Start the metrics/probe server, or raise `PortInUse` naming `--metrics-port`."""
+    """Start the metrics/probe/poke server, or raise `PortInUse` naming `--metrics-port`."""
     try:
-        return start_metrics_server(metrics=metrics, health=health, port=port, host=host)
+        return start_metrics_server(metrics=metrics, health=health, port=port, host=host, poke=poke)
     except OSError as exc:
         if exc.errno not in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL):
             raise

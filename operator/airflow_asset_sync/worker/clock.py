@@ -59,3 +59,27 @@ async def sleep_or_stop(clock: Clock, stop: asyncio.Event, seconds: float) -> bo
                 task.cancel()
         await asyncio.gather(sleeper, stopper, return_exceptions=True)
     return stop.is_set()
+
+
+async def sleep_or_wake(
+    clock: Clock, stop: asyncio.Event, wake: asyncio.Event, seconds: float
+) -> bool:
+    """Sleep `seconds` unless `stop` or `wake` is set first; True when `wake` ended it.
+
+    The poller's sleep with pokes enabled: a poke sets `wake`, and the next read is due now.
+    A wake already set when the sleep starts (a poke during the read) ends it at once.
+    """
+    if not (stop.is_set() or wake.is_set()):
+        waits = [
+            asyncio.ensure_future(clock.sleep(max(0.0, seconds))),
+            asyncio.ensure_future(stop.wait()),
+            asyncio.ensure_future(wake.wait()),
+        ]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in waits:
+                if not task.done():
+                    task.cancel()
+            await asyncio.gather(*waits, return_exceptions=True)
+    return wake.is_set() and not stop.is_set()

@@ -46,6 +46,8 @@ class ResolvedCredentials:
     kafka: KafkaCredentials | None = None
     #: CA bundle file per endpoint role ("source", "target:<name>", "kafka").
     ca_files: Mapping[str, str] = field(default_factory=dict)
+    #: The shared token pokes must carry (`spec.source.push`); None: pokes are refused.
+    poke_token: str | None = field(default=None, repr=False)
 
     def secrets(self) -> tuple[str, ...]:
         """Every secret value, for scrubbing messages."""
@@ -54,6 +56,8 @@ class ResolvedCredentials:
             out += creds.secrets()
         if self.kafka is not None:
             out += [self.kafka.username, self.kafka.password]
+        if self.poke_token is not None:
+            out.append(self.poke_token)
         return tuple(v for v in out if v)
 
 
@@ -93,6 +97,7 @@ def _assemble(
         targets={t.name: creds(target_env(t.name)) for t in spec.targets},
         kafka=kafka,
         ca_files=ca_files,
+        poke_token=values.get(naming.ENV_POKE_TOKEN),
     )
 
 

@@ -6,7 +6,9 @@ metric objects.
 
 The endpoint serves ``/metrics``, ``/healthz`` (liveness) and ``/readyz`` (readiness) on one
 port from a daemon thread, so probes are answered even while the event loop is busy, which is
-exactly what lets the liveness probe detect a stuck loop (see `health`).
+exactly what lets the liveness probe detect a stuck loop (see `health`). It also takes
+``POST /poke`` from the source's listener plugin (see `poke`); any other method or path is a
+4xx, and a poke body is never read beyond `MAX_POKE_BODY` bytes.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from collections.abc import Container, Hashable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
@@ -32,6 +34,9 @@ from airflow_asset_sync.clients.airflow.base import (
 )
 from airflow_asset_sync.worker.health import Health
 
+if TYPE_CHECKING:
+    from airflow_asset_sync.worker.poke import PokeGate
+
 log = logging.getLogger(__name__)
 
 #: Short, so dashboards and alerts stay readable: `aas_events_replayed_total{target="b"}`.
@@ -44,6 +49,11 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 #: series per asset would grow with the source's asset count (thousands); ten are enough to
 #: name the assets that hold a target back.
 ASSET_LAG_TOP = 10
+
+#: The plugin sends an empty body; anything longer is refused (413) unread.
+MAX_POKE_BODY = 1024
+#: Where pokes go (as `resources.naming.POKE_PATH`; the worker layer does not import it).
+POKE_PATH = "/poke"
 
 
 class WorkerMetrics:
@@ -73,6 +83,19 @@ class WorkerMetrics:
         )
         self.poll_errors = Counter(
             f"{PREFIX}_poll_errors", "Failed poll iterations", ["kind"], registry=r
+        )
+        self.pokes = Counter(
+            f"{PREFIX}_pokes",
+            "Poke requests from the source's listener plugin by result: accepted, "
+            "unauthorized (no bearer token), forbidden (wrong token), rate_limited, disabled "
+            "(no spec.source.push), bad_request (wrong method or body)",
+            ["result"],
+            registry=r,
+        )
+        self.poke_polls = Counter(
+            f"{PREFIX}_poke_polls",
+            "Polls started early because of pokes (one per wake, however many pokes)",
+            registry=r,
         )
         self.last_successful_poll = Gauge(
             f"{PREFIX}_last_successful_poll_timestamp_seconds",
@@ -275,8 +298,16 @@ class InstrumentedClient:
 class MetricsServer:
     """``/metrics``, ``/healthz``, ``/readyz`` on one port, served from a daemon thread."""
 
-    def __init__(self, *, metrics: WorkerMetrics, health: Health, host: str, port: int) -> None:
-        handler = _handler(metrics, health)
+    def __init__(
+        self,
+        *,
+        metrics: WorkerMetrics,
+        health: Health,
+        host: str,
+        port: int,
+        poke: PokeGate | None = None,
+    ) -> None:
+        handler = _handler(metrics, health, poke)
         self._server = ThreadingHTTPServer((host, port), handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(
@@ -302,19 +333,62 @@ def start_metrics_server(
     health: Health,
     port: int,
     host: str = "0.0.0.0",  # noqa: S104  probes and scrapes reach the pod IP, not loopback
+    poke: PokeGate | None = None,
 ) -> MetricsServer:
     """Start serving; ``port=0`` picks a free port (see `MetricsServer.port`)."""
-    server = MetricsServer(metrics=metrics, health=health, host=host, port=port)
+    server = MetricsServer(metrics=metrics, health=health, host=host, port=port, poke=poke)
     server.start()
     log.info("metrics and probes listening", extra={"port": server.port})
     return server
 
 
-def _handler(metrics: WorkerMetrics, health: Health) -> type[BaseHTTPRequestHandler]:
+def _handler(
+    metrics: WorkerMetrics, health: Health, poke: PokeGate | None
+) -> type[BaseHTTPRequestHandler]:
+    from airflow_asset_sync.worker.poke import STATUS
+
     class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            if self.path.split("?", 1)[0] != POKE_PATH:
+                self._send(404, b"not found\n", "text/plain")
+                return
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+            except ValueError:
+                length = -1
+            if not 0 <= length <= MAX_POKE_BODY:
+                metrics.pokes.labels(result="bad_request").inc()
+                self.close_connection = True  # the body is left unread
+                self._send(413 if length > 0 else 400, b"bad poke\n", "text/plain")
+                return
+            self.rfile.read(length)  # ignored: a poke carries nothing the sync trusts
+            if poke is None:
+                metrics.pokes.labels(result="disabled").inc()
+                self._send(404, b"pokes are not enabled\n", "text/plain")
+                return
+            result = poke.handle(self.headers.get("Authorization"))
+            headers = {"WWW-Authenticate": "Bearer"} if result == "unauthorized" else {}
+            if result == "rate_limited":
+                headers["Retry-After"] = "1"
+            self._send(STATUS[result], f"{result}\n".encode(), "text/plain", headers)
+
+        def _refuse_method(self) -> None:
+            if self.path.split("?", 1)[0] == POKE_PATH:
+                metrics.pokes.labels(result="bad_request").inc()
+            self.close_connection = True
+            self._send(405, b"method not allowed\n", "text/plain", {"Allow": "GET, POST"})
+
+        # Any other method is a 405, not http.server's 501: a client error, said as one.
+        do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = do_TRACE = do_CONNECT = (
+            _refuse_method
+        )
+
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
-            if path == "/metrics":
+            if path == POKE_PATH:
+                metrics.pokes.labels(result="bad_request").inc()
+                self._send(405, b"POST a poke\n", "text/plain", {"Allow": "POST"})
+            elif path == "/metrics":
                 self._send(200, metrics.exposition(), CONTENT_TYPE_LATEST)
             elif path in ("/healthz", "/livez"):
                 self._probe(*health.live())
@@ -326,9 +400,17 @@ def _handler(metrics: WorkerMetrics, health: Health) -> type[BaseHTTPRequestHand
         def _probe(self, ok: bool, reason: str) -> None:
             self._send(200 if ok else 503, f"{reason}\n".encode(), "text/plain")
 
-        def _send(self, code: int, body: bytes, content_type: str) -> None:
+        def _send(
+            self,
+            code: int,
+            body: bytes,
+            content_type: str,
+            headers: dict[str, str] | None = None,
+        ) -> None:
             self.send_response(code)
             self.send_header("Content-Type", content_type)
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)

@@ -103,6 +103,7 @@ class SyncWorker:
         clock: Clock | None = None,
         options: WorkerOptions | None = None,
         fence: WriteFence | None = None,
+        wake: asyncio.Event | None = None,
     ) -> None:
         names = {t.name for t in spec.targets}
         if set(subscriptions) != names:
@@ -126,6 +127,8 @@ class SyncWorker:
         self._options = options if options is not None else WorkerOptions()
         #: In a cluster, the sync's Lease: every target write waits for it (see `lease`).
         self._fence = fence
+        #: Set by accepted pokes (`spec.source.push`, see `poke`): the poller reads now.
+        self._wake = wake
         self._stop_requested = asyncio.Event()
         self._finished = asyncio.Event()
         self._status: WorkerStatus | None = None
@@ -303,6 +306,7 @@ class SyncWorker:
             # What a crash can make the poller publish again must fit the replayers' window
             # of deliveries checked against the target after a restart.
             max_publish=options.replayer.commit_batch,
+            wake=self._wake,
         )
         log.info("polling the source", extra={**self._log_extra, "api": client.api_version})
         replay = self._replay_run(client)

@@ -54,7 +54,7 @@ from airflow_asset_sync.api.spec import StartFrom
 from airflow_asset_sync.api.status import Checkpoint, SourceStatus
 from airflow_asset_sync.clients.airflow.base import BadResponse, InvalidRow
 from airflow_asset_sync.worker.backoff import BackoffPolicy
-from airflow_asset_sync.worker.clock import Clock, sleep_or_stop
+from airflow_asset_sync.worker.clock import Clock, sleep_or_stop, sleep_or_wake
 from airflow_asset_sync.worker.cursor import (
     DEFAULT_OVERLAP,
     Batch,
@@ -102,6 +102,9 @@ class PollResult:
 ACTIVE_SPEEDUP = 5
 #: Activity lasts this long after the last new event (at least; see `PollPace`).
 ACTIVE_HOLD_S = 10.0
+#: After a poke whose read found nothing, read again after these delays (seconds), until a
+#: read finds something: 1.55 s in all, five reads at most per poke (see `PollPace.poked`).
+POKE_FOLLOW_UPS_S = (0.05, 0.1, 0.2, 0.4, 0.8)
 
 
 class PollPace:
@@ -122,15 +125,30 @@ class PollPace:
         self.active_interval = min(interval, max(0.1, interval / ACTIVE_SPEEDUP))
         self.hold = max(ACTIVE_HOLD_S, 2 * interval)
         self._active_until = float("-inf")
+        #: Re-reads still due after a poke that found nothing (see `poked`).
+        self._follow_ups: list[float] = []
+
+    def poked(self) -> None:
+        """A poke woke the poller: if this read finds nothing, read again a few times soon.
+
+        Why: Airflow calls its listeners *before* the transaction that holds the new event
+        commits (2.11 `register_dataset_change`, 3.3 `register_asset_change` flush, notify,
+        then the caller commits), so the read a poke causes at once can miss the event by a
+        few milliseconds; the task's commit can take longer. Without follow-ups such a poke
+        would be wasted and the event would wait the whole interval.
+        """
+        self._follow_ups = list(POKE_FOLLOW_UPS_S)
 
     def after(self, result: PollResult, now: float) -> float:
         if result.read:
             self._active_until = now + self.hold
+            self._follow_ups = []
         if result.more:
             return 0.0
-        if now < self._active_until:
-            return self.active_interval
-        return self.interval
+        delay = self.active_interval if now < self._active_until else self.interval
+        if self._follow_ups:
+            return min(delay, self._follow_ups.pop(0))
+        return delay
 
 
 def _invalid_key(exc: BadResponse) -> InvalidKey:
@@ -176,6 +194,7 @@ class Poller:
         max_invalid_retries: int = 3,
         error_backoff: BackoffPolicy = POLL_ERROR_BACKOFF,
         max_publish: int = MAX_PUBLISH,
+        wake: asyncio.Event | None = None,
     ) -> None:
         if max_publish < 1:
             raise ValueError(f"max_publish must be at least 1, got {max_publish}")
@@ -195,6 +214,8 @@ class Poller:
         self._max_invalid_retries = max_invalid_retries
         self._error_backoff = error_backoff
         self._max_publish = max_publish
+        #: Set by accepted pokes (`poke.Wakeup`): cut the sleep short and read now.
+        self._wake = wake
         self._published_keys: set[int] | None = None
         self._strikes: dict[InvalidKey, int] = {}
         self._skipped_invalid: OrderedDict[InvalidKey, None] = OrderedDict()
@@ -206,11 +227,16 @@ class Poller:
 
         The pace is adaptive (see `PollPace`): at once while a read hit its size bound,
         ``pollInterval / ACTIVE_SPEEDUP`` while events keep coming, ``pollInterval`` when the
-        source is quiet.
+        source is quiet. A poke (`wake`) ends the sleep early; pokes that arrive while a read
+        is under way cause one read after it, however many they are: the wake is cleared
+        just before each read, and everything new is read at once anyway.
         """
         backoff = self._error_backoff.start()
         pace = PollPace(self._poll_interval)
         while not stop.is_set():
+            if self._wake is not None:
+                self._wake.clear()
+            failed = True
             try:
                 result = await self.poll_once()
             except Exception as exc:
@@ -224,11 +250,22 @@ class Poller:
                     extra={**self._log_extra, "error": self.status.last_error, "delay_s": delay},
                 )
             else:
+                failed = False
                 backoff.reset()
                 self._failures.succeeded()
                 delay = pace.after(result, self._clock.monotonic())
-            if await sleep_or_stop(self._clock, stop, delay):
+            if self._wake is None or failed:
+                # A back-off is not cut short by pokes: a failing source is not read faster
+                # because events are being made (a poke meanwhile still counts after it).
+                if await sleep_or_stop(self._clock, stop, delay):
+                    break
+                continue
+            woken = await sleep_or_wake(self._clock, stop, self._wake, delay)
+            if stop.is_set():
                 break
+            if woken:
+                self._metrics.poke_polls.inc()
+                pace.poked()
 
     async def _initialize(self) -> None:
         if self._published_keys is None:

@@ -469,6 +469,7 @@ def test_registry_wires_every_trigger() -> None:
         ("rbac.authorization.k8s.io", "roles"),
         ("rbac.authorization.k8s.io", "rolebindings"),
         ("apps", "deployments"),
+        ("", "services"),
     }
     for watch in watching:
         assert watch.labels == {"app.kubernetes.io/managed-by": "airflow-asset-sync-operator"}

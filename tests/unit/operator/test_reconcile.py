@@ -478,3 +478,99 @@ def test_a_worker_failure_turns_ready_false_at_once_and_clears_when_it_does(
     assert reconcile.refresh_from_worker(kube_api=fake, sync=_body(fake), now=NOW) is not None
     assert _conditions(fake)["Ready"]["reason"] == "WorkerAvailable"
     assert "Stalled" not in _conditions(fake)
+
+
+# --- spec.source.push: the worker Service, the poke token's env, status.pokeUrl -----------
+
+URL = f"http://{CHILD}.{NS}.svc:8080/poke"
+PUSH = {"token": {"secretName": "poke", "key": "tok"}}
+
+
+def _push_source(**push: Any) -> dict[str, Any]:
+    source: dict[str, Any] = dict(_spec()["source"])
+    if push:
+        source["push"] = push
+    return source
+
+
+def _with_push(fake: FakeKube) -> None:
+    fake.add_secret(namespace=NS, name="poke", keys={"tok": "s3cret"})
+    _edit_spec(fake, source=_push_source(**PUSH))
+
+
+def test_push_adds_a_service_for_the_worker_and_reports_the_poke_url(fake: FakeKube) -> None:
+    _with_push(fake)
+    result = _run(fake)
+    assert result.problem is None
+    assert [e.message for e in result.events] == [
+        f"Created ServiceAccount, Role, RoleBinding, Deployment and Service {CHILD}"
+    ]
+    service = fake.find("Service", NS, CHILD)
+    deployment = fake.find("Deployment", NS, CHILD)
+    assert service is not None and deployment is not None
+    pod = deployment["spec"]["template"]
+    # It selects the worker pod, on the port the worker serves /poke on, by name.
+    assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    (port,) = service["spec"]["ports"]
+    (container,) = pod["spec"]["containers"]
+    assert port["targetPort"] in {p["name"] for p in container["ports"]}
+    assert port["port"] == 8080
+    assert service["metadata"]["ownerReferences"][0]["uid"] == "sync-1"
+    assert _body(fake)["status"]["pokeUrl"] == URL
+    # The token reaches the worker from its Secret, never as a value in the Deployment.
+    env = {e["name"]: e for e in container["env"]}
+    assert env["AAS_POKE_TOKEN"]["valueFrom"]["secretKeyRef"] == {
+        "name": "poke",
+        "key": "tok",
+        "optional": False,
+    }
+    assert "s3cret" not in str(deployment) + str(service) + str(_body(fake)["status"])
+
+
+def test_a_second_reconcile_writes_no_poke_url_again(fake: FakeKube) -> None:
+    _with_push(fake)
+    _run(fake)
+    fake.calls.clear()
+    again = _run(fake)
+    assert again.events == []
+    assert ("patch-status", api.KIND, NAME) not in fake.calls
+
+
+def test_a_missing_token_secret_is_reported_by_its_field(fake: FakeKube) -> None:
+    _edit_spec(fake, source=_push_source(**PUSH))
+    result = _run(fake)
+    assert result.problem is not None
+    assert result.problem.reason == "SecretNotFound"
+    assert "spec.source.push.token" in result.problem.message
+    assert fake.find("Service", NS, CHILD) is None
+
+
+def test_removing_push_deletes_the_service_and_the_poke_url(fake: FakeKube) -> None:
+    _with_push(fake)
+    _run(fake)
+    _edit_spec(fake, source=_push_source())
+    result = _run(fake)
+    assert f"Deleted Service {CHILD}" in [e.message for e in result.events]
+    assert fake.find("Service", NS, CHILD) is None
+    assert _body(fake)["status"].get("pokeUrl") is None
+    assert fake.find("Deployment", NS, CHILD) is not None
+
+
+def test_a_service_of_another_owner_is_neither_deleted_nor_taken_over(fake: FakeKube) -> None:
+    other = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": CHILD,
+            "namespace": NS,
+            "ownerReferences": [{"controller": True, "uid": "someone-else"}],
+        },
+        "spec": {},
+    }
+    fake.apply(other)
+    _run(fake)  # no push: not ours to delete
+    assert fake.find("Service", NS, CHILD) is not None
+    _with_push(fake)
+    result = _run(fake)
+    assert result.problem is not None
+    assert result.problem.reason == "ChildConflict"

@@ -206,6 +206,8 @@ def test_full_spec_credentials_and_ca_bundles() -> None:
             "key": "jwt",
             "optional": False,
         },
+        # spec.source.push: the shared token the worker checks pokes against.
+        "AAS_POKE_TOKEN": {"name": "legacy-airflow-poke", "key": "poke-token", "optional": False},
         "AAS_KAFKA_USERNAME": {"name": "kafka-sasl", "key": "sasl-user", "optional": False},
         "AAS_KAFKA_PASSWORD": {"name": "kafka-sasl", "key": "sasl-password", "optional": False},
     }
@@ -274,8 +276,9 @@ def test_image_from_spec_or_operator_setting(
 def test_secret_key_uses_cover_env_and_files_once_each() -> None:
     uses = credentials.secret_key_uses(_full())
     pairs = [(u.secret_name, u.key) for u in uses]
-    assert len(pairs) == len(set(pairs)) == 10
+    assert len(pairs) == len(set(pairs)) == 11
     assert ("kafka-ca", "ca.crt") in pairs
+    assert ("legacy-airflow-poke", "poke-token") in pairs
     assert credentials.secret_names(_full()) == sorted({p[0] for p in pairs})
 
 

@@ -69,6 +69,8 @@ class FakeAirflow:
         self.post_failures_after_write: deque[AirflowError] = deque()
         #: While set to an unset Event, POSTs wait on it (to catch writes in flight).
         self.post_gate: asyncio.Event | None = None
+        #: The same for listings (to poke the poller while a read is under way).
+        self.list_gate: asyncio.Event | None = None
         #: Called at the start of every listing (e.g. to insert rows mid-walk).
         self.on_list: Callable[[EventQuery], None] | None = None
         self.requests: list[tuple[str, Any]] = []
@@ -208,6 +210,8 @@ class FakeClient:
         server.max_listing = max(server.max_listing, server.listing)
         try:
             await asyncio.sleep(0)  # a network round trip is a suspension point
+            if server.list_gate is not None:
+                await server.list_gate.wait()
             return server.list_events(query)
         finally:
             server.listing -= 1

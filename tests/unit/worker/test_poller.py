@@ -43,6 +43,8 @@ class Rig:
         publisher: FakePublisher | None = None,
         store: MemoryStore | None = None,
         max_publish: int = 100,
+        wake: asyncio.Event | None = None,
+        poll_interval: float = 1.0,
     ) -> None:
         self.server = server or FakeAirflow(api_version=version, page_limit=page_limit)
         self.publisher = publisher or FakePublisher()
@@ -58,10 +60,11 @@ class Rig:
             origin=ORIGIN,
             event_filter=EventFilter(AssetFilter.model_validate(assets or {})),
             start_from=start_from,
-            poll_interval=1.0,
+            poll_interval=poll_interval,
             clock=self.clock,
             metrics=self.metrics,
             max_publish=max_publish,
+            wake=wake,
         )
 
     def metric(self, name: str, **labels: str) -> float:
