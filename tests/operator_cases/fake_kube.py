@@ -150,14 +150,19 @@ class FakeKube:
         obj = self.objects.get((api.KIND, namespace, name))
         return copy.deepcopy(obj) if obj is not None else None
 
-    def list_syncs(self, *, namespace: str) -> list[dict[str, Any]]:
+    def list_syncs(
+        self, *, namespace: str, limit: int = 100, continue_token: str | None = None
+    ) -> tuple[list[dict[str, Any]], str | None]:
         self.calls.append(("list", api.KIND, namespace))
         self._fail("list", api.KIND)
-        return [
+        every = [
             copy.deepcopy(obj)
             for (kind, ns, _), obj in sorted(self.objects.items())
             if kind == api.KIND and ns == namespace
         ]
+        start = int(continue_token or 0)
+        rest = str(start + limit) if start + limit < len(every) else None
+        return every[start : start + limit], rest
 
     def patch_sync_status(
         self,

@@ -122,8 +122,11 @@ class KubeApi(Protocol):
         """The AirflowAssetSync, or None if it does not exist."""
         ...
 
-    def list_syncs(self, *, namespace: str) -> list[Manifest]:
-        """Every AirflowAssetSync in `namespace` (one request)."""
+    def list_syncs(
+        self, *, namespace: str, limit: int = 100, continue_token: str | None = None
+    ) -> tuple[list[Manifest], str | None]:
+        """One page of the AirflowAssetSyncs in `namespace`, and the token of the next page
+        (None after the last)."""
         ...
 
     def patch_sync_status(
@@ -316,12 +319,21 @@ class KubeClient:
             f"get {api.KIND} {namespace}/{name}", _path(api.KIND, namespace=namespace, name=name)
         )
 
-    def list_syncs(self, *, namespace: str) -> list[Manifest]:
+    def list_syncs(
+        self, *, namespace: str, limit: int = 100, continue_token: str | None = None
+    ) -> tuple[list[Manifest], str | None]:
+        query = [("limit", str(limit))]
+        if continue_token:
+            query.append(("continue", continue_token))
         listed = self._request(
-            f"list {api.PLURAL} in {namespace}", "GET", _path(api.KIND, namespace=namespace)
+            f"list {api.PLURAL} in {namespace}",
+            "GET",
+            _path(api.KIND, namespace=namespace),
+            query=query,
         )
         items: list[Manifest] = listed.get("items") or []
-        return items
+        token = (listed.get("metadata") or {}).get("continue")
+        return items, str(token) if token else None
 
     def get_peering(self, *, namespace: str | None, name: str) -> Manifest | None:
         """kopf's peering object: a KopfPeering in `namespace`, or the ClusterKopfPeering."""

@@ -8,12 +8,13 @@ What triggers a reconcile, and why each is needed:
 - create / update (spec changes only) / resume (operator start): the obvious ones;
 - a resync every `resync_seconds` (`Resyncer`): puts back a deleted or edited child, rolls the
   worker when a Secret rotates, and retries stalled problems a person may have fixed meanwhile;
-- child events (ServiceAccount, Role, RoleBinding, Deployment, Service with our managed-by label): a
-  child deleted, or changed by anyone but the operator (`kubectl edit`, `kubectl scale`), is
-  put back at once rather than at the next resync; a worker Deployment's status change turns
-  Ready true as soon as the pod is ready;
+- child events (ServiceAccount, Role, RoleBinding, Deployment, Service with our managed-by
+  label): a child deleted, or changed by anyone but the operator (`kubectl edit`, `kubectl
+  scale`), is put back at once rather than at the next resync; a worker Deployment's status
+  change turns Ready true as soon as the pod is ready;
 - the sync's own events, when the failure the worker reports in status changed (a wrong
-  password, a target down for a minute): Ready and Stalled/Reconciling follow at once;
+  password, a target down for a minute) or the Deployment's fingerprint says Ready should:
+  Ready and Stalled/Reconciling follow at once;
 - delete: nothing. Every child carries a controller owner reference (with
   `blockOwnerDeletion`), so the cluster's garbage collector deletes it with its sync, whether
   or not the operator runs.
@@ -27,8 +28,11 @@ handler. Objects that still carry the finalizer of an earlier version lose it on
 operator's first pass over them (kopf removes its own finalizer, by the name kept in
 `entrypoint.LEGACY_FINALIZER`, from objects no handler needs it on), deleting ones included.
 
-Handlers are sync: the kubernetes client is sync, and kopf runs sync handlers in a thread
-pool, so the event loop never blocks on an API call. kopf never runs two handlers of one
+The reconcile handlers are sync: the kubernetes client is sync, and kopf runs sync handlers
+in a thread pool, so the event loop never blocks on an API call. The watch-event handlers
+are async: they note the event in memory (`note_sync_event`, `note_child_event`) on the
+loop and send only the API work it calls for to a thread, so thousands of events never
+wait, bodies held, behind the reconciles of a burst. kopf never runs two handlers of one
 object at once, but a reconcile started by a child's event is another object's handler: a
 lock per sync (`SyncLocks`) keeps the reconciles of one sync from overlapping.
 """
@@ -40,7 +44,7 @@ import contextvars
 import logging
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -57,6 +61,8 @@ MEMO_KEY = "runtime"
 #: How long a Secret found by one create or update serves the others: a burst of 1,000
 #: new syncs that name the same two Secrets reads them a few times, not 2,000 times.
 SHARED_SECRET_SECONDS = 2.0
+#: Syncs per page of the resync's list.
+LIST_PAGE = 100
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +113,8 @@ class Resyncer:
     """Re-converges every sync this operator serves, every `interval` seconds, in a thread.
 
     The syncs come from `on_sync_event` (kopf's watch of the served namespaces). A round
-    lists the syncs of each namespace once (`list_namespace`: one request per namespace, not
-    one per sync) and hands each its fresh body (`run_one`); a known sync missing from its
+    lists the syncs of each namespace (`list_namespace`: a request per page of 100, not one
+    per sync) and hands each its fresh body (`run_one`); a known sync missing from its
     namespace's list vanished without a watch event reaching us, and is forgotten. If a list
     fails, `run_one` gets None and reads the sync itself. `active` is asked before each
     round: with kopf peering, a standby replica (whose kopf is paused) must not write. Not a
@@ -120,7 +126,8 @@ class Resyncer:
         *,
         interval: float,
         run_one: Callable[[SyncKey, Mapping[str, Any] | None], None],
-        list_namespace: Callable[[str], list[dict[str, Any]]] | None = None,
+        list_namespace: Callable[[str, str | None], tuple[list[dict[str, Any]], str | None]]
+        | None = None,
         forget: Callable[[SyncKey], None] = lambda key: None,
         active: Callable[[], bool] = lambda: True,
     ) -> None:
@@ -152,50 +159,60 @@ class Resyncer:
             return sorted(self._known.values(), key=lambda k: (k.namespace, k.name))
 
     def run_once(self) -> int:
-        """One round; returns how many syncs it reconciled."""
+        """One round; returns how many syncs it reconciled.
+
+        Namespace by namespace, a page of `LIST_PAGE` syncs at a time, so the operator never
+        holds more than one page of bodies (a sync's status may carry parked events).
+        """
         if not self._active():
             return 0
-        keys = self.known()
-        bodies, listed = self._list_all({key.namespace for key in keys})
+        by_namespace: dict[str, dict[str, SyncKey]] = {}
+        for key in self.known():
+            by_namespace.setdefault(key.namespace, {})[key.uid] = key
         done = 0
-        for key in keys:
+        for namespace, pending in sorted(by_namespace.items()):
+            try:
+                for page in self._pages(namespace):
+                    for body in page:
+                        uid = str(body.get("metadata", {}).get("uid", ""))
+                        listed = pending.get(uid)
+                        if listed is not None and not self._stop.is_set():
+                            del pending[uid]
+                            done += self._run(listed, body)
+            except Exception as exc:  # the rest are read one by one
+                log.warning(f"resync: listing the syncs of {namespace} failed: {exc}")
+                for key in pending.values():
+                    done += self._run(key, None)
+            else:  # a known sync missing from a complete list vanished unseen
+                for key in pending.values():
+                    self.gone(key.uid)
+                    self._forget(key)
             if self._stop.is_set():
                 break
-            body = bodies.get(key.uid)
-            if body is None and key.namespace in listed:
-                self.gone(key.uid)
-                self._forget(key)
-                continue
-            with self._guard:
-                context = self._context.copy() if self._context is not None else None
-            try:
-                if context is None:
-                    self._run_one(key, body)
-                else:
-                    context.run(self._run_one, key, body)
-                done += 1
-            except Exception:
-                log.exception("resync of %s/%s failed", key.namespace, key.name)
         return done
 
-    def _list_all(self, namespaces: set[str]) -> tuple[dict[str, dict[str, Any]], set[str]]:
-        """The syncs of each namespace by uid, and the namespaces that could be listed."""
-        bodies: dict[str, dict[str, Any]] = {}
-        listed: set[str] = set()
-        if self._list is None:
-            return bodies, listed
-        for namespace in sorted(namespaces):
-            try:
-                items = self._list(namespace)
-            except Exception as exc:  # each sync is then read on its own
-                log.warning(f"resync: listing the syncs of {namespace} failed: {exc}")
-                continue
-            listed.add(namespace)
-            for item in items:
-                uid = item.get("metadata", {}).get("uid")
-                if uid:
-                    bodies[str(uid)] = item
-        return bodies, listed
+    def _pages(self, namespace: str) -> Iterator[list[dict[str, Any]]]:
+        if self._list is None:  # nothing to list with: each is read on its own
+            raise LookupError(f"no list of {namespace}")
+        token: str | None = None
+        while True:
+            items, token = self._list(namespace, token)
+            yield items
+            if not token:
+                return
+
+    def _run(self, key: SyncKey, body: Mapping[str, Any] | None) -> int:
+        with self._guard:
+            context = self._context.copy() if self._context is not None else None
+        try:
+            if context is None:
+                self._run_one(key, body)
+            else:
+                context.run(self._run_one, key, body)
+        except Exception:
+            log.exception("resync of %s/%s failed", key.namespace, key.name)
+            return 0
+        return 1
 
     def start(self) -> None:
         if self._thread is not None:
@@ -240,7 +257,9 @@ class Runtime:
         resyncer = Resyncer(
             interval=self.config.resync_seconds,
             run_one=lambda key, body: resync_one(self, key, body),
-            list_namespace=lambda namespace: self.kube.list_syncs(namespace=namespace),
+            list_namespace=lambda namespace, token: self.kube.list_syncs(
+                namespace=namespace, limit=LIST_PAGE, continue_token=token
+            ),
             forget=lambda key: metrics.forget_sync(namespace=key.namespace, name=key.name),
             active=self.active,
         )

@@ -189,20 +189,31 @@ class SecretsSeenRecently:
 
 def essential(body: Mapping[str, Any]) -> dict[str, Any]:
     """What the conditions are computed from, and events are posted on: no managed fields,
-    no annotations (kopf's last-handled configuration is as large as the spec)."""
+    no annotations (kopf's last-handled configuration is as large as the spec), and of the
+    worker's status only its failures (a target's parked events alone may be 1 MiB)."""
     meta = body.get("metadata", {})
     kept = ("name", "namespace", "uid", "generation", "resourceVersion", "deletionTimestamp")
+    status = body.get("status") or {}
+    source = status.get("source")
+    trimmed: dict[str, Any] = {
+        key: status[key] for key in ("observedGeneration", "conditions") if key in status
+    }
+    if isinstance(source, Mapping) and "failure" in source:
+        trimmed["source"] = {"failure": source["failure"]}
+    targets = [
+        {"name": target.get("name"), "failure": target["failure"]}
+        for target in status.get("targets") or ()
+        if isinstance(target, Mapping) and "failure" in target
+    ]
+    if targets:
+        trimmed["targets"] = targets
     return {
         # apiVersion and kind too: events are posted on this copy (their involvedObject).
         "apiVersion": body.get("apiVersion"),
         "kind": body.get("kind"),
         "metadata": {key: meta[key] for key in kept if key in meta},
         "spec": {"suspend": bool((body.get("spec") or {}).get("suspend", False))},
-        "status": {
-            key: value
-            for key, value in (body.get("status") or {}).items()
-            if key in ("observedGeneration", "conditions", "source", "targets")
-        },
+        "status": trimmed,
     }
 
 

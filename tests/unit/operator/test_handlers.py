@@ -167,6 +167,25 @@ def test_an_idle_resync_round_costs_one_list_per_namespace(
     assert fake.calls == [("list", api.KIND, NS)]
 
 
+def test_a_resync_round_lists_page_by_page_and_forgets_a_sync_no_page_had(
+    fake: FakeKube, events: list[tuple[str, str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(handlers, "LIST_PAGE", 2)
+    memo = _memo(fake)
+    runtime = handlers._runtime(memo)
+    for i in range(4):
+        fake.add_sync({**_body(fake), "metadata": {"name": f"more-{i}", "namespace": NS}})
+    for (kind, _, _name), obj in list(fake.objects.items()):
+        if kind == api.KIND:
+            handlers.on_sync_event(type="ADDED", body=kopf.Body(cast(kopf.RawBody, obj)), memo=memo)
+    vanished = fake.objects.pop((api.KIND, NS, "more-3"))
+    fake.calls.clear()
+    assert runtime.resyncer.run_once() == 4
+    assert [c for c in fake.calls if c[0] == "list"] == [("list", api.KIND, NS)] * 2
+    assert vanished["metadata"]["uid"] not in {k.uid for k in runtime.resyncer.known()}
+    assert len(runtime.resyncer.known()) == 4
+
+
 def test_a_resync_applies_a_child_someone_else_changed_last(
     fake: FakeKube, events: list[tuple[str, str, str]]
 ) -> None:

@@ -140,6 +140,25 @@ def test_get_and_delete_each_child_kind(
     assert state.requests[-1].query == {"propagationPolicy": ["Background"]}
 
 
+def test_list_syncs_reads_one_page_and_returns_the_next_token(
+    server: tuple[Server, kube.KubeClient],
+) -> None:
+    state, client = server
+    path = "/apis/airflow-asset-sync.github.io/v1alpha1/namespaces/data/airflowassetsyncs"
+    state.answers[("GET", path)] = (
+        200,
+        {"items": [{"metadata": {"name": "a"}}], "metadata": {"continue": "next-page"}},
+    )
+    items, token = client.list_syncs(namespace="data", limit=50)
+    assert (items, token) == ([{"metadata": {"name": "a"}}], "next-page")
+    state.answers[("GET", path)] = (200, {"items": [], "metadata": {}})
+    assert client.list_syncs(namespace="data", continue_token="next-page") == ([], None)
+    assert [r.query for r in state.requests] == [
+        {"limit": ["50"]},
+        {"limit": ["100"], "continue": ["next-page"]},
+    ]
+
+
 def test_read_secret_returns_keys_and_version_only(server: tuple[Server, kube.KubeClient]) -> None:
     state, client = server
     state.answers[("GET", "/api/v1/namespaces/data/secrets/creds")] = (

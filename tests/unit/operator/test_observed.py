@@ -116,7 +116,16 @@ def test_a_synced_copy_keeps_only_what_the_conditions_need() -> None:
             "managedFields": [{"manager": "kopf"}],
         },
         "spec": {"suspend": True, "source": {"url": "http://a"}},
-        "status": {"observedGeneration": 2, "conditions": [], "lagSeconds": 3.0},
+        "status": {
+            "observedGeneration": 2,
+            "conditions": [],
+            "lagSeconds": 3.0,
+            "source": {"checkpoint": {"ts": "x"}, "failure": {"component": "Source"}},
+            "targets": [
+                {"name": "a", "parked": [{"event": "x" * 1000}]},
+                {"name": "b", "failure": {"component": "Target"}, "parked": []},
+            ],
+        },
     }
     syncs.record(body)
     kept = syncs("u1")
@@ -131,7 +140,12 @@ def test_a_synced_copy_keeps_only_what_the_conditions_need() -> None:
             "resourceVersion": "7",
         },
         "spec": {"suspend": True},
-        "status": {"observedGeneration": 2, "conditions": []},
+        "status": {
+            "observedGeneration": 2,
+            "conditions": [],
+            "source": {"failure": {"component": "Source"}},
+            "targets": [{"name": "b", "failure": {"component": "Target"}}],
+        },
     }
     syncs.record(body, deleted=True)
     assert syncs("u1") is None
