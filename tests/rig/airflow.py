@@ -44,7 +44,7 @@ USERNAME = "admin"
 PASSWORDS = {AIRFLOW2: "rig-a2-Pw-7f3c9e", AIRFLOW3: "rig-a3-Pw-5d81ab"}
 
 #: Assets every instance knows. Tests take distinct ones from the pool (`AssetPool`).
-POOL = [f"s3://aas-test/pool/p{i:02d}" for i in range(100)]
+POOL = [f"s3://aas-test/pool/p{i:02d}" for i in range(150)]
 #: Assets with a consumer DAG `consume_c<i>` scheduled on them.
 CONSUMED = [f"s3://aas-test/consumed/c{i}" for i in range(6)]
 #: Rewrite tests: the same data under an old and a new bucket name.
