@@ -595,6 +595,46 @@ def test_invalid_regex_stalls_with_a_condition_naming_the_field(
     assert ready is not None and ready["status"] == "False"
 
 
+def test_a_child_controlled_by_someone_else_is_refused_and_named(
+    kube: KubeRig, operator: live.OperatorProcess, ns: str
+) -> None:
+    """The first reconcile applies without reading first: the API server's 422 (two
+    controller references) is what stops it taking over another owner's object."""
+    other_uid = "0b6c7a6e-1111-4222-8333-944445555666"
+    live.apply(
+        kube,
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {
+                "name": naming.worker_name("taken"),
+                "ownerReferences": [
+                    {
+                        "apiVersion": "v1",
+                        "kind": "ConfigMap",
+                        "name": "someone-else",
+                        "uid": other_uid,
+                        "controller": True,
+                    }
+                ],
+            },
+        },
+        namespace=ns,
+    )
+    _with_secrets(kube, ns, "taken")
+
+    def stalled() -> dict[str, Any] | None:
+        return condition(_sync(kube, ns, "taken"), "Stalled")
+
+    cond = wait_for(stalled, what="Stalled")
+    assert cond["reason"] == "ChildConflict"
+    assert other_uid in cond["message"]
+    account = get(kube, "serviceaccount", naming.worker_name("taken"), ns)
+    assert account is not None
+    refs = account["metadata"]["ownerReferences"]
+    assert [r["uid"] for r in refs] == [other_uid], "never taken over"
+
+
 # --- operator restart ------------------------------------------------------------------------
 
 
