@@ -31,7 +31,7 @@ from bench.latency import _errors as worker_errors
 from bench.stack import Stack, pool
 from bench.traffic import CreatedEvent, EventWriter, collect, match_synced
 from rig.airflow import AIRFLOW2, AIRFLOW3, AirflowInstance
-from rig.listener import install_plugin, plugin_env
+from rig.listener import install_plugin, plugin_env, with_push
 from rig.procs import free_port
 from rig.sync import SyncProcess
 
@@ -79,16 +79,7 @@ def run_push(
             for mode, name in names.items():
                 docs = stack.manifests(name, source, [("t", target)], include=uris)
                 if mode == "push":
-                    docs.insert(
-                        0,
-                        {
-                            "apiVersion": "v1",
-                            "kind": "Secret",
-                            "metadata": {"name": f"{name}-poke"},
-                            "stringData": {"token": token},
-                        },
-                    )
-                    docs[-1]["spec"]["source"]["push"] = {"token": {"secretName": f"{name}-poke"}}
+                    with_push(docs, name=name, token=token)
                 proc = SyncProcess(
                     workdir / name, docs, metrics_port=port if mode == "push" else None
                 )

@@ -28,7 +28,7 @@ import pytest
 
 from rig.airflow import AIRFLOW2, AIRFLOW3, AirflowInstance, AssetPool
 from rig.cache import log
-from rig.listener import install_plugin, plugin_env
+from rig.listener import install_plugin, plugin_env, with_push
 from rig.procs import free_port
 from rig.sync import SyncProcess, marker_counts, sync_manifests
 
@@ -108,16 +108,7 @@ def push_sync(
         extra_spec={"pollInterval": "1h"},
     )
     if push:
-        docs.insert(
-            0,
-            {
-                "apiVersion": "v1",
-                "kind": "Secret",
-                "metadata": {"name": f"{name}-poke"},
-                "stringData": {"token": TOKEN},
-            },
-        )
-        docs[-1]["spec"]["source"]["push"] = {"token": {"secretName": f"{name}-poke"}}
+        with_push(docs, name=name, token=TOKEN)
     return docs
 
 

@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 from rig.airflow import venv
 from rig.cache import CACHE, ROOT
@@ -49,3 +50,18 @@ def plugin_env(site: Path, *, url: str, token: str, timeout_s: float = 1.0) -> d
         "AIRFLOW_ASSET_SYNC_POKE_TOKEN": token,
         "AIRFLOW_ASSET_SYNC_POKE_TIMEOUT": str(timeout_s),
     }
+
+
+def with_push(docs: list[dict[str, Any]], *, name: str, token: str) -> None:
+    """Turn on `spec.source.push` in a sync's manifests (the last document), with the
+    token in a Secret `<name>-poke` put first."""
+    docs.insert(
+        0,
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": f"{name}-poke"},
+            "stringData": {"token": token},
+        },
+    )
+    docs[-1]["spec"]["source"]["push"] = {"token": {"secretName": f"{name}-poke"}}

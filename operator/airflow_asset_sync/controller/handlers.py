@@ -174,10 +174,10 @@ class Resyncer:
             try:
                 for page in self._pages(namespace):
                     for body in page:
-                        uid = str(body.get("metadata", {}).get("uid", ""))
-                        listed = pending.get(uid)
-                        if listed is not None and not self._stop.is_set():
-                            del pending[uid]
+                        if self._stop.is_set():
+                            return done  # the unreached ones are still known
+                        listed = pending.pop(str(body.get("metadata", {}).get("uid", "")), None)
+                        if listed is not None:
                             done += self._run(listed, body)
             except Exception as exc:  # the rest are read one by one
                 log.warning(f"resync: listing the syncs of {namespace} failed: {exc}")
@@ -187,8 +187,6 @@ class Resyncer:
                 for key in pending.values():
                     self.gone(key.uid)
                     self._forget(key)
-            if self._stop.is_set():
-                break
         return done
 
     def _pages(self, namespace: str) -> Iterator[list[dict[str, Any]]]:
@@ -275,23 +273,19 @@ class Runtime:
 
     @property
     def context(self) -> reconcile.Context:
-        return reconcile.Context(
-            kube=self.kube,
-            config=self.config,
-            now=self.now,
-            observed=self.children,
-            secrets=self.secrets,
-            applied=self.children.record,
-        )
+        return self._context(self.secrets)
 
     @property
     def resync_context(self) -> reconcile.Context:
+        return self._context(self.resync_secrets)
+
+    def _context(self, secrets: observed.SecretsSeenRecently) -> reconcile.Context:
         return reconcile.Context(
             kube=self.kube,
             config=self.config,
             now=self.now,
             observed=self.children,
-            secrets=self.resync_secrets,
+            secrets=secrets,
             applied=self.children.record,
         )
 
@@ -422,14 +416,7 @@ def note_sync_event(runtime: Runtime, *, type: str | None, body: kopf.Body) -> F
         new = reconcile.refreshed_conditions(sync=body, worker=worker.worker, now=runtime.now())
         if new is None:
             return None
-        sync = observed.essential(body)
-
-        def write() -> None:
-            with metrics.observe("sync-event"), runtime.locks(uid):
-                refreshed = reconcile.write_refreshed(kube_api=runtime.kube, sync=sync, new=new)
-            _announce(refreshed)
-
-        return write
+        return _write_later(runtime, observed.essential(body), new, trigger="sync-event")
     if not reconcile.worker_report_changed(body):
         return None
     sync = observed.essential(body)
@@ -483,9 +470,17 @@ def note_child_event(
     new = reconcile.refreshed_conditions(sync=sync, worker=worker, now=runtime.now())
     if new is None:
         return None
+    return _write_later(runtime, sync, new, trigger="worker-event")
+
+
+def _write_later(
+    runtime: Runtime, sync: dict[str, Any], new: list[dict[str, Any]], *, trigger: str
+) -> FollowUp:
+    """The follow-up that writes conditions computed in memory onto `sync`'s version."""
+    uid = str(sync.get("metadata", {}).get("uid", ""))
 
     def write() -> None:
-        with metrics.observe("worker-event"), runtime.locks(uid):
+        with metrics.observe(trigger), runtime.locks(uid):
             refreshed = reconcile.write_refreshed(kube_api=runtime.kube, sync=sync, new=new)
         _announce(refreshed)
 

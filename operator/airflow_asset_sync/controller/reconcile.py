@@ -264,12 +264,10 @@ def report_push(
 
 @dataclass(frozen=True, kw_only=True)
 class Applied:
-    """What `apply_children` did: the worker's rollout state, events, and requests saved."""
+    """What `apply_children` did: the worker's rollout state and the events to post."""
 
     worker: conditions.WorkerState
     events: list[Event]
-    #: Children found as they would be applied (by `Context.observed`), so left untouched.
-    unchanged: int = 0
 
 
 def apply_children(
@@ -296,7 +294,6 @@ def apply_children(
     """
     events: list[Event] = []
     worker: conditions.WorkerState | None = None
-    unchanged = 0
     created: list[tuple[str, str]] = []
     for desired_body in desired:
         body = fingerprint.stamped(desired_body)
@@ -306,7 +303,6 @@ def apply_children(
         if seen is not None and seen.as_applied(
             owner_uid=owner.uid, desired_hash=fingerprint.hash_of(body) or ""
         ):
-            unchanged += 1
             if kind is kube.ChildKind.DEPLOYMENT:
                 worker = seen.worker
             continue
@@ -339,7 +335,7 @@ def apply_children(
         events.insert(0, Event(type="Normal", reason="Created", message=_created(created)))
     if worker is None:
         worker = conditions.worker_state(None)
-    return Applied(worker=worker, events=events, unchanged=unchanged)
+    return Applied(worker=worker, events=events)
 
 
 def _and(items: Sequence[str]) -> str:

@@ -8,7 +8,6 @@ last took; anything else that changed it shows in its managed fields (`changed_b
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 from collections.abc import Mapping
@@ -19,23 +18,28 @@ from airflow_asset_sync.resources import naming
 
 def applied_hash(body: Mapping[str, Any]) -> str:
     """sha256 of the body (without its own applied-hash annotation), as sorted JSON."""
-    essence = copy.deepcopy(dict(body))
-    annotations = essence.get("metadata", {}).get("annotations")
-    if annotations is not None:
-        annotations.pop(naming.APPLIED_HASH_ANNOTATION, None)
-        if not annotations:
-            essence["metadata"].pop("annotations")
-    text = json.dumps(essence, sort_keys=True, separators=(",", ":"))
+    meta = dict(body.get("metadata") or {})
+    annotations = {
+        k: v
+        for k, v in (meta.get("annotations") or {}).items()
+        if k != naming.APPLIED_HASH_ANNOTATION
+    }
+    if annotations:
+        meta["annotations"] = annotations
+    else:
+        meta.pop("annotations", None)
+    text = json.dumps({**body, "metadata": meta}, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
 def stamped(body: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy of `body` carrying its applied-hash annotation."""
-    out = copy.deepcopy(dict(body))
-    out["metadata"].setdefault("annotations", {})[naming.APPLIED_HASH_ANNOTATION] = applied_hash(
-        body
-    )
-    return out
+    """A copy of `body` carrying its applied-hash annotation (the body is left as it is)."""
+    meta = dict(body.get("metadata") or {})
+    meta["annotations"] = {
+        **(meta.get("annotations") or {}),
+        naming.APPLIED_HASH_ANNOTATION: applied_hash(body),
+    }
+    return {**body, "metadata": meta}
 
 
 def hash_of(obj: Mapping[str, Any]) -> str | None:

@@ -186,6 +186,23 @@ def test_a_resync_round_lists_page_by_page_and_forgets_a_sync_no_page_had(
     assert len(runtime.resyncer.known()) == 4
 
 
+def test_a_round_stopped_midway_forgets_none_of_the_syncs_it_did_not_reach() -> None:
+    keys = [handlers.SyncKey(namespace=NS, name=f"s{i}", uid=f"u{i}") for i in range(3)]
+    bodies = [{"metadata": {"uid": key.uid}} for key in keys]
+    resyncer: handlers.Resyncer
+
+    def run_one(key: handlers.SyncKey, body: Any) -> None:
+        resyncer.stop()  # the operator shuts down during the round
+
+    resyncer = handlers.Resyncer(
+        interval=60, run_one=run_one, list_namespace=lambda ns, token: (bodies, None)
+    )
+    for key in keys:
+        resyncer.seen(key)
+    assert resyncer.run_once() == 1
+    assert resyncer.known() == keys
+
+
 def test_a_resync_applies_a_child_someone_else_changed_last(
     fake: FakeKube, events: list[tuple[str, str, str]]
 ) -> None:
