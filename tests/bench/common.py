@@ -223,6 +223,12 @@ def memory(pid: int) -> Memory:
     return Memory(processes=len(pids), rss_mib=rss / 1024, hwm_mib=hwm / 1024)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds `pid` has used so far (/proc/PID/stat, fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 # -- time series -------------------------------------------------------------------------------
 
 

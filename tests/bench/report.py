@@ -355,7 +355,9 @@ def _operator_lines(o: dict[str, Any]) -> list[str]:
             f"patches {r['harness_patch_seconds']} s); RSS {r['operator_rss_idle_mib']} MiB "
             f"idle -> {r['operator_rss_mib']} MiB, peak {r['operator_hwm_mib']} MiB "
             f"({r['operator_mib_per_sync']} MiB per sync); "
-            f"{r['burst_operator_requests_per_sync']} operator requests per sync; load "
+            f"operator CPU {r.get('burst_operator_cpu_s')} s; "
+            f"{r['burst_operator_requests_per_sync']} operator requests per sync "
+            f"({r.get('burst_requests')}; answered 409: {r.get('burst_conflicts', {})}); load "
             f"{r['load_before']} -> {r['load_after']}"
         )
         idle = r.get("idle")
@@ -374,6 +376,7 @@ def _operator_lines(o: dict[str, Any]) -> list[str]:
                 f"all Ready again after {rollout['all_ready_again_s']} s; "
                 f"{rollout['operator_requests_per_s']} operator requests/s "
                 f"({rollout['operator_requests']} in all; the bench's own "
-                f"{rollout['harness_requests']} left out)"
+                f"{rollout['harness_requests']} left out): {rollout['requests']}; "
+                f"answered 409: {rollout.get('conflicts', {})}"
             )
     return lines
