@@ -11,7 +11,8 @@ Sections (`--only` takes any of them; default all):
     catchup       (3) 10,000-event backlog into Kafka; (5) worker RSS      } one backlog
     naive         (6) a naive 60 s poller (runs while the backlog is created, if both run)
     assetwatcher  (6) Airflow 3 AssetWatcher + KafkaMessageQueueTrigger at its defaults
-    operator      (5) 200 AirflowAssetSync objects: time to Ready, operator RSS
+    operator      (5) 200 and 1,000 AirflowAssetSync objects: Ready, RSS, idle cost, rollout
+    operator-cluster (5) the same on the real cluster: the operator pod, real controllers
     push          (7) sparse events with and without the listener plugin's pokes (issue 13)
 
 Writes results/<UTC timestamp>/ with report.md, report.json, PNG charts and, with
@@ -233,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     from bench.alternatives import run_assetwatcher, run_naive
     from bench.idle import run_idle
     from bench.latency import run_latency
+    from bench.operator_cluster import run_operator_cluster
     from bench.operator_scale import run_operator
     from bench.push import run_push
     from bench.stack import Stack
@@ -350,6 +352,15 @@ def main(argv: list[str] | None = None) -> int:
                     idle_s=profile.operator_idle_s,
                     profiler=profiler,
                 )
+        if "operator-cluster" in wanted:
+            with section(results, "operator-cluster"):
+                run_operator_cluster(
+                    stack,
+                    results,
+                    suspended=profile.cluster_suspended_syncs,
+                    live_syncs=profile.cluster_live_syncs,
+                )
+            stack.release("a3s", "a3t")
     except KeyboardInterrupt:
         results.problem("interrupted")
     finally:

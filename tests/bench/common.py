@@ -29,6 +29,7 @@ SECTIONS = (
     "naive",
     "assetwatcher",
     "operator",
+    "operator-cluster",
     "push",
 )
 
@@ -76,6 +77,10 @@ class Profile:
     #: uniform; the issue: one every 5-30 s, so each is the first after a quiet spell).
     push_events: int = 20
     push_gap_s: tuple[float, float] = (5.0, 30.0)
+    #: On the real cluster: suspended syncs applied at once (no pod each: one node runs at
+    #: most 60 pods in the rig), then live syncs with a worker pod each.
+    cluster_suspended_syncs: int = 1000
+    cluster_live_syncs: int = 40
 
 
 FULL = Profile(
@@ -122,6 +127,8 @@ QUICK = Profile(
     watcher_drain_s=25.0,
     operator_syncs=(20, 50),
     operator_idle_s=30.0,
+    cluster_suspended_syncs=100,
+    cluster_live_syncs=5,
     push_events=8,
     # Past the 10 s active hold: each event finds the worker without pokes idle.
     push_gap_s=(11.0, 15.0),

@@ -179,12 +179,17 @@ def _markdown(
                 f"{r['source_requests_per_min']} | {r['source_requests_per_s']} | "
                 f"{r['target_requests']:.0f} |"
             )
-    if "memory" in f or "operator" in f:
+    if "memory" in f or "operator" in f or "operator_cluster" in f:
         lines += ["", "## (5) Memory and the operator at scale", ""]
         for key, m in f.get("memory", {}).items():
             lines.append(f"- {key}: {m}")
         if "operator" in f:
             lines += _operator_lines(f["operator"])
+        if "operator_cluster" in f:
+            lines.append(
+                f"- on the real cluster (the operator pod, real controllers): "
+                f"{f['operator_cluster']}"
+            )
     if "naive" in f or "assetwatcher" in f:
         lines += ["", "## (6) What a user would pick instead", ""]
         if "naive" in f:
