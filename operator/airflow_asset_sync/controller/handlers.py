@@ -476,15 +476,50 @@ def note_child_event(
 def _write_later(
     runtime: Runtime, sync: dict[str, Any], new: list[dict[str, Any]], *, trigger: str
 ) -> FollowUp:
-    """The follow-up that writes conditions computed in memory onto `sync`'s version."""
+    """The follow-up that writes conditions computed in memory onto `sync`'s version.
+
+    It may wait behind other follow-ups of the same sync. If by then a newer version of the
+    sync is known (a watch event, or a write of the operator's own, recorded at once), the
+    conditions are recomputed from that version and the Deployment's current fingerprint,
+    and nothing is written if they already show: writing onto the old version could only
+    be refused (409), one wasted request per race, and a rollout of 1,000 syncs had 600.
+    """
     uid = str(sync.get("metadata", {}).get("uid", ""))
 
     def write() -> None:
         with metrics.observe(trigger), runtime.locks(uid):
-            refreshed = reconcile.write_refreshed(kube_api=runtime.kube, sync=sync, new=new)
+            onto, conditions_now = _freshest(runtime, sync, new)
+            if conditions_now is None:
+                return
+            refreshed = reconcile.write_refreshed(
+                kube_api=runtime.kube, sync=onto, new=conditions_now
+            )
+            if refreshed is not None and refreshed.written is not None:
+                runtime.syncs.record(refreshed.written)
         _announce(refreshed)
 
     return write
+
+
+def _freshest(
+    runtime: Runtime, sync: dict[str, Any], new: list[dict[str, Any]]
+) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
+    """(`sync`, `new`) if `sync` is still the newest version known; otherwise the newest
+    version and its conditions recomputed (None: nothing to write)."""
+    meta = sync.get("metadata", {})
+    latest = runtime.syncs(str(meta.get("uid", "")))
+    if latest is None or latest.get("metadata", {}).get("resourceVersion") == meta.get(
+        "resourceVersion"
+    ):
+        return sync, new
+    child = runtime.children(
+        "Deployment", str(meta.get("namespace")), naming.worker_name(str(meta.get("name")))
+    )
+    if child is None or child.worker is None:
+        return latest, None  # the Deployment went: its event reconciles the sync
+    return latest, reconcile.refreshed_conditions(
+        sync=latest, worker=child.worker, now=runtime.now()
+    )
 
 
 def _reconcile_for_child(runtime: Runtime, *, namespace: str, name: str, uid: str) -> None:

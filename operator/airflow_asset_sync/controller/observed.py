@@ -229,12 +229,21 @@ class ObservedSyncs:
         self._seen: dict[str, dict[str, Any]] = {}
 
     def record(self, body: Mapping[str, Any], *, deleted: bool = False) -> None:
+        """Keep `body` unless a newer version is kept already (the operator records its own
+        status writes at once; their watch events, and earlier ones, may come after)."""
         uid = str(body.get("metadata", {}).get("uid", ""))
         with self._guard:
             if deleted:
                 self._seen.pop(uid, None)
-            else:
-                self._seen[uid] = essential(body)
+                return
+            kept = self._seen.get(uid)
+            version = body.get("metadata", {}).get("resourceVersion")
+            if kept is not None and _older(
+                None if version is None else str(version),
+                kept.get("metadata", {}).get("resourceVersion"),
+            ):
+                return
+            self._seen[uid] = essential(body)
 
     def __call__(self, uid: str) -> dict[str, Any] | None:
         with self._guard:

@@ -495,6 +495,9 @@ class Refreshed:
     events: list[Event]
     #: The conditions written (the operator's Ready metric is set from them).
     conditions: list[dict[str, Any]] = field(default_factory=list)
+    #: The sync as the write left it (the API server's answer), so the next write computed
+    #: in memory starts from it instead of from a version this write made stale.
+    written: dict[str, Any] | None = None
 
 
 def refreshed_conditions(
@@ -540,7 +543,7 @@ def write_refreshed(
     meta = sync.get("metadata", {})
     version = meta.get("resourceVersion")
     try:
-        kube_api.patch_sync_status(
+        written = kube_api.patch_sync_status(
             namespace=str(meta.get("namespace")),
             name=str(meta.get("name")),
             status={"conditions": new},
@@ -551,7 +554,12 @@ def write_refreshed(
             return None
         raise
     previous = (sync.get("status") or {}).get("conditions") or []
-    return Refreshed(sync=dict(sync), events=transition_events(previous, new), conditions=new)
+    return Refreshed(
+        sync=dict(sync),
+        events=transition_events(previous, new),
+        conditions=new,
+        written=dict(written) if isinstance(written, Mapping) else None,
+    )
 
 
 def refresh_from_deployment(

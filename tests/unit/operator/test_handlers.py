@@ -388,6 +388,53 @@ def test_conditions_from_a_stale_copy_are_never_written(
     assert _ready(fake) == "True"
 
 
+def test_two_follow_ups_of_one_rollout_write_ready_once(
+    fake: FakeKube, events: list[tuple[str, str, str]]
+) -> None:
+    """The Deployment's event and an event of the sync both compute Ready from the same
+    version of the sync and queue a write. The first writes; the second finds the version
+    that write made (recorded at once) and has nothing left to write. Before, it wrote onto
+    the old version and was refused with 409: a wasted request per race."""
+    memo = _memo(fake)
+    runtime = handlers._runtime(memo)
+    patch = kopf.Patch()
+    handlers.on_change(body=_body(fake), patch=patch, memo=memo, retry=0)
+    fake.patch_sync_status(namespace=NS, name=NAME, status=dict(patch["status"]))
+    handlers.on_sync_event(type="MODIFIED", body=_body(fake), memo=memo)
+    deployment = kopf.Body(cast(kopf.RawBody, fake.roll_out(namespace=NS, name=CHILD)))
+    from_child = handlers.note_child_event(runtime, type="MODIFIED", body=deployment, namespace=NS)
+    from_sync = handlers.note_sync_event(runtime, type="MODIFIED", body=_body(fake))
+    assert from_child is not None and from_sync is not None
+    fake.calls.clear()
+    from_child()
+    from_sync()
+    assert fake.calls == [("patch-status", api.KIND, NAME)]
+    assert _ready(fake) == "True"
+    assert [e[1] for e in events].count("WorkerAvailable") == 1
+
+
+def test_a_follow_up_behind_a_newer_version_writes_onto_it(
+    fake: FakeKube, events: list[tuple[str, str, str]]
+) -> None:
+    """A newer version arrived while the write waited (someone else wrote status): the
+    conditions are recomputed from it and written onto it, not refused onto the old one."""
+    memo = _memo(fake)
+    runtime = handlers._runtime(memo)
+    patch = kopf.Patch()
+    handlers.on_change(body=_body(fake), patch=patch, memo=memo, retry=0)
+    fake.patch_sync_status(namespace=NS, name=NAME, status=dict(patch["status"]))
+    handlers.on_sync_event(type="MODIFIED", body=_body(fake), memo=memo)
+    deployment = kopf.Body(cast(kopf.RawBody, fake.roll_out(namespace=NS, name=CHILD)))
+    follow_up = handlers.note_child_event(runtime, type="MODIFIED", body=deployment, namespace=NS)
+    assert follow_up is not None
+    fake.patch_sync_status(namespace=NS, name=NAME, status={"note": "newer"})
+    runtime.syncs.record(_body(fake))  # its watch event, noted before the write ran
+    fake.calls.clear()
+    follow_up()
+    assert fake.calls == [("patch-status", api.KIND, NAME)]
+    assert _ready(fake) == "True"
+
+
 def test_deleted_child_is_put_back_at_once(
     fake: FakeKube, events: list[tuple[str, str, str]]
 ) -> None:

@@ -149,3 +149,18 @@ def test_a_synced_copy_keeps_only_what_the_conditions_need() -> None:
     }
     syncs.record(body, deleted=True)
     assert syncs("u1") is None
+
+
+def test_a_synced_copy_is_never_replaced_by_an_older_version() -> None:
+    """The operator records its own status write at once; the watch events of versions
+    before it may still come, and must not take the copy back in time."""
+    syncs = observed.ObservedSyncs()
+    meta = {"name": "s", "namespace": "n", "uid": "u1"}
+    syncs.record({"metadata": {**meta, "resourceVersion": "7"}, "status": {"conditions": [1]}})
+    syncs.record({"metadata": {**meta, "resourceVersion": "5"}, "status": {"conditions": [0]}})
+    kept = syncs("u1")
+    assert kept is not None
+    assert kept["metadata"]["resourceVersion"] == "7"
+    syncs.record({"metadata": {**meta, "resourceVersion": "9"}, "status": {}})
+    kept = syncs("u1")
+    assert kept is not None and kept["metadata"]["resourceVersion"] == "9"
