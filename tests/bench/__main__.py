@@ -23,6 +23,7 @@ Every process it starts is stopped at the end (also on Ctrl-C and failures).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import os
 import shutil
@@ -117,6 +118,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=None, help="results folder (default: new)")
     parser.add_argument("--keep-rig", action="store_true", help="keep the rig's data folder")
     parser.add_argument("--no-install", action="store_true", help="skip installing bench.txt")
+    parser.add_argument(
+        "--operator-idle",
+        type=float,
+        default=None,
+        metavar="S",
+        help="seconds the operator section idles at its largest size (default: the profile's; "
+        "0 skips the idle figures)",
+    )
     parser.add_argument(
         "--render", type=Path, default=None, help="only re-render DIR/report.json's report"
     )
@@ -219,6 +228,8 @@ def run_parking(stack: Stack, results: Results, profile: Profile) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     profile = QUICK if args.quick else FULL
+    if args.operator_idle is not None:
+        profile = dataclasses.replace(profile, operator_idle_s=args.operator_idle)
     command = "python -m bench " + " ".join(sys.argv[1:] if argv is None else argv)
     if not args.no_install:
         install_requirements()
