@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+
 import pytest
 
 from airflow_asset_sync.api.events import MARKER_KEY, Envelope, Marker, SourceEvent
@@ -194,7 +195,7 @@ async def test_a_purge_past_the_checkpoint_is_reported_once_and_the_rest_flows(
     await rig.poller.poll_once()
     checkpoint = rig.poller.status.checkpoint.timestamp
     assert checkpoint == at(2)
-    for i in range(3):
+    for _ in range(3):
         await rig.poller.poll_once()  # quiet polls re-read the checkpoint's events
     before = oldest_reads(rig)
 
@@ -217,7 +218,7 @@ async def test_a_purge_past_the_checkpoint_is_reported_once_and_the_rest_flows(
     assert rig.publisher.ids[-1] == survivor.id  # what remains is delivered
     assert oldest_reads(rig) == before + 1
 
-    for i in range(3):
+    for _ in range(3):
         await rig.poller.poll_once()
     assert status.gaps == 1  # the new checkpoint's events are there: nothing more to report
 

@@ -1,0 +1,212 @@
+"""Airflow 3.2+ fidelity against real Airflow 2.11 / 3.3, through `run -f` (in-process channel).
+
+- partition_key: a 3.3 source's partitioned event reaches another 3.3 with its key (and
+  there triggers a consumer DAG on `PartitionedAssetTimetable`, for that key), and reaches
+  a 2.11 with the key in the marker.
+- Masked extra values: 3.3 answers ``"***"`` for keys that look sensitive; the sync copies
+  the mask (it has nothing else), counts it in ``status.source.eventsRedacted`` and
+  ``aas_events_redacted_total`` and warns once per asset, never printing a value. 2.11.2's
+  listing does not mask: the value travels, and nothing is counted until a mask really is
+  in the source (one written there, as a sync from a 3.x would).
+- Gaps: with the worker stopped, events are written and ``airflow db clean`` purges them
+  with everything older; started again, the worker reports the gap (status, metric, log)
+  and delivers what is left. The purge cuts the shared instance's whole event history
+  older than the cut, as the real command does; tests only ever look at their own events,
+  all created after it.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from rig.airflow import AirflowInstance, AssetPool
+from rig.sync import MARKER, SyncProcess, await_delivery, marker_counts, sync_manifests
+
+pytestmark = [pytest.mark.rig, pytest.mark.slow]
+
+PARTITIONED_CONSUMER = '''
+"""A consumer on a partitioned schedule (Airflow 3.2+, AIP-76): one run per partition key."""
+from datetime import datetime
+
+from airflow.providers.standard.operators.empty import EmptyOperator
+from airflow.sdk import DAG, Asset, PartitionedAssetTimetable
+
+with DAG(
+    {dag_id!r},
+    schedule=PartitionedAssetTimetable(assets=Asset({uri!r})),
+    start_date=datetime(2024, 1, 1),
+    catchup=False,
+):
+    EmptyOperator(task_id="consume")
+'''
+
+#: Looks like a secret, so Airflow masks it; distinctive, so the log can be searched for it.
+SECRET_VALUE = "rig-extra-api-key-9f31c7d2"
+
+
+def _await(condition: Any, what: str, timeout_s: float = 90) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.3)
+
+
+def _copies(target: AirflowInstance, uri: str, origin: str) -> dict[int, dict[str, Any]]:
+    """Source event id -> the target's copy (normalised by the rig)."""
+    out = {}
+    for event in target.events(uri):
+        marker = event["extra"].get(MARKER)
+        if isinstance(marker, dict) and marker.get("origin") == origin:
+            out[int(marker["event_id"])] = event
+    return out
+
+
+def test_partition_key_reaches_3_3_and_its_partitioned_consumer_and_the_2_11_marker(
+    airflow3: AirflowInstance,
+    airflow3b: AirflowInstance,
+    airflow2: AirflowInstance,
+    assets: AssetPool,
+    sync_runner: Any,
+) -> None:
+    (uri,) = assets.take(1)
+    dag_id = f"part_consumer_{secrets.token_hex(3)}"
+    airflow3b.add_dag(dag_id, PARTITIONED_CONSUMER.format(dag_id=dag_id, uri=uri))
+    sync_runner(
+        sync_manifests("parts", airflow3, [("b", airflow3b), ("old", airflow2)], include=[uri])
+    )
+    key = f"2026-12-01|{secrets.token_hex(2)}"
+
+    partitioned = airflow3.create_event(uri, {"n": 1}, partition_key=key)
+    plain = airflow3.create_event(uri, {"n": 2})
+    assert partitioned["partition_key"] == key  # 3.3.2's create body takes it
+    ids = {partitioned["id"], plain["id"]}
+
+    for target in (airflow3b, airflow2):
+        assert await_delivery(target, [uri], airflow3.url, ids) == dict.fromkeys(ids, 1)
+    in_3 = _copies(airflow3b, uri, airflow3.url)
+    assert in_3[partitioned["id"]]["partition_key"] == key
+    assert in_3[partitioned["id"]]["extra"][MARKER]["partition_key"] == key
+    assert in_3[plain["id"]]["partition_key"] is None
+    assert "partition_key" not in in_3[plain["id"]]["extra"][MARKER]
+    in_2 = _copies(airflow2, uri, airflow3.url)
+    assert in_2[partitioned["id"]]["partition_key"] is None  # 2.x has no such field
+    assert in_2[partitioned["id"]]["extra"][MARKER]["partition_key"] == key
+    assert "partition_key" not in in_2[plain["id"]]["extra"][MARKER]
+
+    # The target's scheduler made the partitioned consumer's run for exactly that key.
+    runs = airflow3b.wait_for_runs(dag_id, 1)
+    assert [run.get("partition_key") for run in runs] == [key]
+
+
+@pytest.mark.parametrize(
+    ("source_name", "target_name"),
+    [("airflow3", "airflow2"), ("airflow2", "airflow3")],
+    ids=["3.3-source", "2.11-source"],
+)
+def test_masked_extra_values_are_counted_and_warned_once_per_asset(
+    source_name: str,
+    target_name: str,
+    assets: AssetPool,
+    sync_runner: Any,
+    request: pytest.FixtureRequest,
+) -> None:
+    source: AirflowInstance = request.getfixturevalue(source_name)
+    target: AirflowInstance = request.getfixturevalue(target_name)
+    first, second = assets.take(2)
+    proc: SyncProcess = sync_runner(
+        sync_manifests("masked", source, [("t", target)], include=[first, second])
+    )
+    created = [
+        source.create_event(first, {"api_key": SECRET_VALUE, "n": 1}),
+        source.create_event(first, {"api_key": SECRET_VALUE, "n": 2}),
+        source.create_event(second, {"conn": {"db_password": SECRET_VALUE}, "n": 3}),
+        # What a source holds after a sync copied masks into it (or a task wrote one).
+        source.create_event(second, {"token": "***", "n": 4}),
+    ]
+    ids = {e["id"] for e in created}
+    listed = {e["id"]: e for u in (first, second) for e in source.events(u)}
+
+    if source.major == 3:
+        # Airflow's own answer: 3.3 masks what looks sensitive, at any depth.
+        assert listed[created[0]["id"]]["extra"]["api_key"] == "***"
+        assert listed[created[2]["id"]]["extra"]["conn"]["db_password"] == "***"
+        expected, warned = 4, {first, second}
+    else:
+        # 2.11.2's /api/v1/datasets/events dumps extra as stored: nothing is masked.
+        assert listed[created[0]["id"]]["extra"]["api_key"] == SECRET_VALUE
+        expected, warned = 1, {second}
+
+    assert await_delivery(target, [first, second], source.url, ids) == dict.fromkeys(ids, 1)
+    copies = {**_copies(target, first, source.url), **_copies(target, second, source.url)}
+    assert (
+        copies[created[0]["id"]]["extra"]["api_key"] == listed[created[0]["id"]]["extra"]["api_key"]
+    )
+    assert copies[created[3]["id"]]["extra"]["token"] == "***"
+
+    _await(
+        lambda: proc.state()["source"].get("eventsRedacted") == expected,
+        f"eventsRedacted == {expected}",
+    )
+    assert proc.metric("aas_events_redacted_total") == expected
+    log = proc.log()
+    warnings = [line for line in log.splitlines() if "masked values" in line]
+    assert len(warnings) == len(warned)
+    assert all(any(uri in line for line in warnings) for uri in warned)
+    if source.major == 3:
+        assert SECRET_VALUE not in log  # never given to us, never printed
+
+
+@pytest.mark.parametrize(
+    ("source_name", "target_name"),
+    [("airflow3", "airflow2"), ("airflow2", "airflow3")],
+    ids=["3.3-source", "2.11-source"],
+)
+def test_db_clean_past_the_checkpoint_is_reported_and_the_rest_is_delivered(
+    source_name: str,
+    target_name: str,
+    assets: AssetPool,
+    sync_runner: Any,
+    request: pytest.FixtureRequest,
+) -> None:
+    source: AirflowInstance = request.getfixturevalue(source_name)
+    target: AirflowInstance = request.getfixturevalue(target_name)
+    (uri,) = assets.take(1)
+    proc: SyncProcess = sync_runner(sync_manifests("gap", source, [("t", target)], include=[uri]))
+    read = source.create_event(uri, {"n": 0})
+    await_delivery(target, [uri], source.url, {read["id"]})
+    _await(
+        lambda: read["id"] in proc.state()["source"]["checkpoint"].get("seenIds", []),
+        "the checkpoint to cover the delivered event",
+    )
+    checkpoint = proc.state()["source"]["checkpoint"]["timestamp"]
+    proc.stop()
+
+    lost = [source.create_event(uri, {"n": i}) for i in (1, 2)]  # never read
+    source.db_clean(before=datetime.now(UTC))
+    assert {e["id"] for e in source.events(uri)} == set()  # the purge took them
+    survivor = source.create_event(uri, {"n": 3})
+
+    proc.start()
+    assert await_delivery(target, [uri], source.url, {survivor["id"]})[survivor["id"]] == 1
+    _await(lambda: proc.state()["source"].get("gaps") == 1, "the gap in status")
+    gap = proc.state()["source"]["lastGap"]
+    assert gap["after"] == checkpoint
+    assert _same_time(gap["oldestEventTime"], survivor["timestamp"])
+    assert "purged" in gap["message"]
+    assert proc.metric("aas_source_gaps_total") == 1
+    assert "source events were purged before they were read" in proc.log()
+    counts = marker_counts(target, [uri], source.url)
+    assert not {e["id"] for e in lost} & set(counts)  # gone before anyone read them
+
+
+def _same_time(a: str, b: str) -> bool:
+    def parse(text: str) -> datetime:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+    return parse(a) == parse(b)
