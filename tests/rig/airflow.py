@@ -315,6 +315,17 @@ class AirflowInstance:
             db.commit()
         assert deleted == 1, f"no event {event_id} in {table}"
 
+    def stored_extra(self, event_id: int) -> dict[str, Any]:
+        """An event's `extra` as the metadata database holds it: 3.x masks sensitive-looking
+        keys in every API answer, so only the database tells what was really written."""
+        table = "dataset_event" if self.major == 2 else "asset_event"
+        with contextlib.closing(sqlite3.connect(self.home / "airflow.db", timeout=30)) as db:
+            row = db.execute(f"SELECT extra FROM {table} WHERE id = ?", (event_id,)).fetchone()  # noqa: S608
+        assert row is not None, f"no event {event_id} in {table}"
+        value = json.loads(row[0]) if isinstance(row[0], str) else row[0]
+        assert isinstance(value, dict)
+        return value
+
     def backdate_event(self, event_id: int, when: datetime) -> None:
         """Move an event's timestamp into the past in the metadata database: neither API can
         create an event at another time, and history needs old events."""
