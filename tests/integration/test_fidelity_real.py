@@ -9,6 +9,8 @@
   targets' databases show what was really written). 2.11.2's listing does not mask: the
   value travels, and nothing is counted until a mask really is in the source (one written
   there, as a sync from a 3.x would).
+- `check --connect` names the listed assets the source credentials cannot read (a 2.11
+  user whose role lacks dataset reads) and those the source does not have.
 - Gaps: with the worker stopped, events are written and ``airflow db clean`` purges them
   with everything older; started again, the worker reports the gap (status, metric, log)
   and delivers what is left. The purge cuts the shared instance's whole event history
@@ -18,14 +20,20 @@
 
 from __future__ import annotations
 
+import os
 import secrets
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from rig.airflow import AirflowInstance, AssetPool
+from rig.cache import ROOT
 from rig.sync import MARKER, SyncProcess, await_delivery, marker_counts, sync_manifests
 
 pytestmark = [pytest.mark.rig, pytest.mark.slow]
@@ -212,3 +220,48 @@ def _same_time(a: str, b: str) -> bool:
         return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
     return parse(a) == parse(b)
+
+
+def _check(manifests: list[dict[str, Any]], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    file = tmp_path / f"check-{secrets.token_hex(3)}.yaml"
+    file.write_text(yaml.safe_dump_all(manifests))
+    return subprocess.run(
+        [sys.executable, "-m", "airflow_asset_sync", "check", "-f", str(file), "--connect"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, PYTHONPATH=str(ROOT / "operator")),
+        check=False,
+    )
+
+
+def test_check_names_the_assets_the_source_credentials_cannot_read(
+    airflow2: AirflowInstance, airflow3: AirflowInstance, assets: AssetPool, tmp_path: Path
+) -> None:
+    (uri,) = assets.take(1)
+    missing = f"s3://aas-test/not-deployed/{secrets.token_hex(3)}"
+    include = [uri, missing, "s3://aas-test/pool/*"]
+
+    # The rig's admin reads every asset; the one no DAG references is named as missing.
+    done = _check(sync_manifests("chk", airflow2, [("t", airflow3)], include=include), tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert f"warning: source: asset {missing} does not exist in the source" in done.stdout
+    assert "ok: source: the credentials read every listed asset (2)" in lines
+    assert "note: source: 1 include pattern(s) with wildcards or regex not checked" in lines
+
+    # A 2.11 user whose role lacks "can read on Datasets": every listed asset is unreadable.
+    role, user, password = "aas-no-datasets", f"reader-{secrets.token_hex(2)}", "rig-reader-Pw-4c1e"
+    airflow2.airflow("roles", "create", role)
+    airflow2.airflow(
+        "users", "create", "--username", user, "--password", password, "--role", role,
+        "--firstname", "No", "--lastname", "Datasets", "--email", f"{user}@rig.invalid",
+    )  # fmt: skip
+    manifests = sync_manifests("chk", airflow2, [("t", airflow3)], include=include)
+    manifests[0]["stringData"] = {"username": user, "password": password}
+    done = _check(manifests, tmp_path)
+    assert done.returncode == 1, done.stdout + done.stderr
+    unreadable = [line for line in done.stdout.splitlines() if line.startswith("unreadable:")]
+    assert [line.split(": ")[2] for line in unreadable] == [f"asset {uri}", f"asset {missing}"]
+    assert all("403" in line for line in unreadable), unreadable
+    assert password not in done.stdout + done.stderr

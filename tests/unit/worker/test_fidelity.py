@@ -12,10 +12,13 @@ import pytest
 
 from airflow_asset_sync.api.events import MARKER_KEY, Envelope, Marker, SourceEvent
 from airflow_asset_sync.api.redaction import MASK, MAX_REPORTED_KEYS, masked_keys, sensitive_key
+from airflow_asset_sync.api.spec import SyncSpec
 from airflow_asset_sync.api.status import TargetStatus
+from airflow_asset_sync.clients.airflow.base import AuthFailed
+from airflow_asset_sync.worker import app
 from airflow_asset_sync.worker.parking import ParkingLimits, ParkingLot
 
-from .fakes import T0, Version, deliveries, envelope
+from .fakes import T0, FakeAirflow, Version, deliveries, envelope
 from .test_poller import Rig as PollerRig
 from .test_poller import at
 from .test_replayer import Rig as ReplayerRig
@@ -268,3 +271,62 @@ async def test_start_from_earliest_on_an_empty_source_checks_nothing() -> None:
     await rig.poller.poll_once()
     assert rig.poller.status.gaps == 0
     assert rig.poller.status.last_gap is None
+
+
+# -- check: which listed assets the source credentials cannot read -------------------------------
+
+
+def _spec(include: list[dict[str, str]]) -> SyncSpec:
+    return SyncSpec.model_validate(
+        {
+            "source": {"url": "http://a:8080"},
+            "targets": [{"name": "b", "url": "http://b:8080"}],
+            "assets": {"include": include},
+        }
+    )
+
+
+def test_listed_assets_are_the_include_globs_without_wildcards() -> None:
+    spec = _spec(
+        [
+            {"glob": "s3://b/x"},
+            {"glob": "s3://b/*"},
+            {"regex": "s3://b/y"},
+            {"glob": "s3://b/x"},
+            {"glob": "s3://b/[ab]"},
+            {"glob": "s3://b/z"},
+        ]
+    )
+    assert app.listed_assets(spec) == ["s3://b/x", "s3://b/z"]
+
+
+async def test_check_names_the_assets_the_source_credentials_cannot_read(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    server = FakeAirflow(api_version="v2")
+    server.add_asset("s3://b/x")
+    server.add_asset("s3://b/y")
+    # The first per-asset read is refused, as Airflow answers a user without the permission.
+    server.list_failures.append(AuthFailed("GET http://a:8080/api/v2/assets/events: HTTP 403"))
+    spec = _spec(
+        [{"glob": "s3://b/x"}, {"glob": "s3://b/y"}, {"glob": "s3://b/gone"}, {"glob": "s3://*"}]
+    )
+
+    unreadable = await app._check_source_assets(server.client(), spec)
+
+    assert unreadable == 1
+    assert capsys.readouterr().out.splitlines() == [
+        "unreadable: source: asset s3://b/x: GET http://a:8080/api/v2/assets/events: HTTP 403",
+        "warning: source: asset s3://b/gone does not exist in the source"
+        " (or these credentials cannot see it)",
+        "note: source: 1 include pattern(s) with wildcards or regex not checked",
+    ]
+
+
+async def test_check_says_every_listed_asset_is_readable(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    server = FakeAirflow(api_version="v1")
+    server.add_asset("s3://b/x")
+    assert await app._check_source_assets(server.client(), _spec([{"glob": "s3://b/x"}])) == 0
+    assert capsys.readouterr().out == "ok: source: the credentials read every listed asset (1)\n"
