@@ -295,14 +295,14 @@ def test_a_gap_the_worker_reports_is_events_lost_with_one_warning_per_gap(
         live.kube_client_for(kube.kubeconfig), api.ObjectRef(namespace=ns, name="gap")
     )
 
-    def report(gaps: int, found: datetime) -> None:
+    def report(gaps: int, found: datetime, **counters: int) -> None:
         gap = SourceGap(
             detected_at=found,
             after=datetime(2026, 12, 1, 10, 0, tzinfo=UTC),
             oldest_event_time=datetime(2026, 12, 1, 11, 0, tzinfo=UTC),
             message="the source's oldest event is from 2026-12-01T11:00:00+00:00, after ...",
         )
-        asyncio.run(store.save_source(SourceStatus(gaps=gaps, last_gap=gap)))
+        asyncio.run(store.save_source(SourceStatus(gaps=gaps, last_gap=gap, **counters)))
 
     def warnings(count: int) -> list[dict[str, Any]] | None:
         found = [
@@ -324,12 +324,14 @@ def test_a_gap_the_worker_reports_is_events_lost_with_one_warning_per_gap(
     ready = condition(sync, "Ready")
     assert ready is not None and ready["status"] == "True"  # the sync works on
     (first,) = wait_for(lambda: warnings(1), what="a Warning for the gap")
-    assert first["type"] == "Warning" and first["count"] == 1
+    assert first["type"] == "Warning" and "Found 2026-12-01T12:00:00Z" in first["message"]
 
-    report(2, datetime(2026, 12, 1, 13, 0, tzinfo=UTC))
+    # More worker writes with the same gap post nothing; the next gap posts one Warning.
+    report(1, datetime(2026, 12, 1, 12, 0, tzinfo=UTC), events_published=5)
+    report(2, datetime(2026, 12, 1, 13, 0, tzinfo=UTC), events_published=6)
     both = wait_for(lambda: warnings(2), what="a Warning for the second gap")
-    assert len(both) == 2, "one Warning per gap, not per status write"
-    assert all(e["count"] == 1 for e in both)
+    found = sorted(e["message"].split(":", 1)[0] for e in both)
+    assert found == ["Found 2026-12-01T12", "Found 2026-12-01T13"], "one Warning per gap"
     lost = condition(_sync(kube, ns, "gap"), "EventsLost")
     assert lost is not None and "2 gaps so far" in lost["message"]
 

@@ -184,7 +184,7 @@ def oldest_reads(rig: PollerRig) -> int:
     return sum(
         1
         for kind, query in rig.server.requests
-        if kind == "list_events" and query.ascending and query.timestamp_gte is None  # type: ignore[union-attr]
+        if kind == "list_events" and query.ascending and query.timestamp_gte is None
     )
 
 
