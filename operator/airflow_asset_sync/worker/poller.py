@@ -375,8 +375,9 @@ class Poller:
         """
         if previous.timestamp is None or not previous.seen_ids or batch.reread or batch.invalid:
             return
-        if self._gap_checked == previous.timestamp:
-            return
+        gap = self.status.last_gap
+        if self._gap_checked == previous.timestamp or (gap and gap.after == previous.timestamp):
+            return  # checked already (by this process, or reported before a restart)
         self._gap_checked = previous.timestamp
         oldest = await self._cursor.oldest()
         if oldest is not None and oldest.timestamp <= previous.timestamp:

@@ -240,6 +240,21 @@ async def test_the_whole_history_purged_is_a_gap_with_no_oldest_event() -> None:
     assert rig.poller.status.last_gap.oldest_event_time is None
 
 
+async def test_a_restart_does_not_report_the_same_gap_again() -> None:
+    rig = PollerRig()
+    rig.server.emit("s3://b/x", at=at(1))
+    await rig.poller.poll_once()
+    purge_before(rig, at(100))
+    await rig.poller.poll_once()
+    assert rig.poller.status.gaps == 1
+
+    # A new process with the saved status, and still nothing newer in the source.
+    again = PollerRig(server=rig.server, status=rig.store.source_saves[-1].model_copy(deep=True))
+    await again.poller.poll_once()
+    assert again.poller.status.gaps == 1
+    assert again.metric("source_gaps") == 0
+
+
 @pytest.mark.parametrize("version", ["v1", "v2"])
 async def test_deleting_single_events_is_no_gap(version: Version) -> None:
     rig = PollerRig(version=version)
