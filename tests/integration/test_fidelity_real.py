@@ -1,8 +1,8 @@
-"""Airflow 3.2+ fidelity against real Airflow 2.11 / 3.3, through `run -f` (in-process channel).
+"""Airflow 3.2+ fidelity against real Airflow 2.11 / 3.3, through `run -f`.
 
 - partition_key: a 3.3 source's partitioned event reaches another 3.3 with its key (and
   there triggers a consumer DAG on `PartitionedAssetTimetable`, for that key), and reaches
-  a 2.11 with the key in the marker.
+  a 2.11 with the key in the marker; in-process and through a real Kafka topic.
 - Masked extra values: 3.3 answers ``"***"`` for keys that look sensitive; the sync copies
   the mask (it has nothing else), counts it in ``status.source.eventsRedacted`` and
   ``aas_events_redacted_total`` and warns once per asset, never printing a value (the
@@ -76,19 +76,25 @@ def _copies(target: AirflowInstance, uri: str, origin: str) -> dict[int, dict[st
     return out
 
 
+@pytest.mark.parametrize("transport", ["in-process", "kafka"])
 def test_partition_key_reaches_3_3_and_its_partitioned_consumer_and_the_2_11_marker(
+    transport: str,
     airflow3: AirflowInstance,
     airflow3b: AirflowInstance,
     airflow2: AirflowInstance,
     assets: AssetPool,
     sync_runner: Any,
+    request: pytest.FixtureRequest,
 ) -> None:
     (uri,) = assets.take(1)
     dag_id = f"part_consumer_{secrets.token_hex(3)}"
     airflow3b.add_dag(dag_id, PARTITIONED_CONSUMER.format(dag_id=dag_id, uri=uri))
-    sync_runner(
-        sync_manifests("parts", airflow3, [("b", airflow3b), ("old", airflow2)], include=[uri])
-    )
+    through: dict[str, Any] = {}
+    if transport == "kafka":  # the key rides in the Kafka message, not only in memory
+        kafka = request.getfixturevalue("kafka")
+        through = {"kafka": kafka.bootstrap, "topic": request.getfixturevalue("kafka_topic")}
+    targets = [("b", airflow3b), ("old", airflow2)]
+    sync_runner(sync_manifests("parts", airflow3, targets, include=[uri], **through))
     key = f"2026-12-01|{secrets.token_hex(2)}"
 
     partitioned = airflow3.create_event(uri, {"n": 1}, partition_key=key)
