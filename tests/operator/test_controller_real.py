@@ -13,18 +13,22 @@ garbage collector through their owner references): tests assert those references
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import re
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from airflow_asset_sync.api import spec as api
+from airflow_asset_sync.api.status import SourceGap, SourceStatus
 from airflow_asset_sync.clients import kube as kube_client
 from airflow_asset_sync.resources import naming, rbac
+from airflow_asset_sync.worker.status_store import StatusOffsetStore
 from operator_cases import crd, live
 from operator_cases.live import condition, get, wait_for
 from rig.kube import KubeRig
@@ -277,6 +281,59 @@ def test_status_conditions_events_and_columns(
     assert ("Normal", "Created") in events
     for e in live.events_for(kube, ns, api.KIND, "status"):
         assert e["source"]["component"] == "airflow-asset-sync-operator", e
+
+
+def test_a_gap_the_worker_reports_is_events_lost_with_one_warning_per_gap(
+    kube: KubeRig, operator: live.OperatorProcess, ns: str
+) -> None:
+    _with_secrets(kube, ns, "gap")
+    _wait_children(kube, ns, "gap")
+    live.act_as_deployment_controller(kube, ns, naming.worker_name("gap"), ready=True)
+    _wait_ready(kube, ns, "gap", "True")
+    # The worker's own write, as its status store sends it (a merge patch of status.source).
+    store = StatusOffsetStore(
+        live.kube_client_for(kube.kubeconfig), api.ObjectRef(namespace=ns, name="gap")
+    )
+
+    def report(gaps: int, found: datetime, **counters: int) -> None:
+        gap = SourceGap(
+            detected_at=found,
+            after=datetime(2026, 12, 1, 10, 0, tzinfo=UTC),
+            oldest_event_time=datetime(2026, 12, 1, 11, 0, tzinfo=UTC),
+            message="the source's oldest event is from 2026-12-01T11:00:00+00:00, after ...",
+        )
+        asyncio.run(store.save_source(SourceStatus(gaps=gaps, last_gap=gap, **counters)))
+
+    def warnings(count: int) -> list[dict[str, Any]] | None:
+        found = [
+            e
+            for e in live.events_for(kube, ns, api.KIND, "gap")
+            if e["reason"] == "SourceEventsPurged"
+        ]
+        return found if len(found) >= count else None
+
+    def shown() -> dict[str, Any] | None:
+        obj = _sync(kube, ns, "gap")
+        return obj if condition(obj, "EventsLost") else None
+
+    report(1, datetime(2026, 12, 1, 12, 0, tzinfo=UTC))
+    sync = wait_for(shown, what="EventsLost")
+    lost = condition(sync, "EventsLost")
+    assert lost is not None and lost["reason"] == "SourceEventsPurged"
+    assert lost["message"].startswith("Found 2026-12-01T12:00:00Z: the source's oldest event")
+    ready = condition(sync, "Ready")
+    assert ready is not None and ready["status"] == "True"  # the sync works on
+    (first,) = wait_for(lambda: warnings(1), what="a Warning for the gap")
+    assert first["type"] == "Warning" and "Found 2026-12-01T12:00:00Z" in first["message"]
+
+    # More worker writes with the same gap post nothing; the next gap posts one Warning.
+    report(1, datetime(2026, 12, 1, 12, 0, tzinfo=UTC), events_published=5)
+    report(2, datetime(2026, 12, 1, 13, 0, tzinfo=UTC), events_published=6)
+    both = wait_for(lambda: warnings(2), what="a Warning for the second gap")
+    found = sorted(e["message"].split(":", 1)[0] for e in both)
+    assert found == ["Found 2026-12-01T12", "Found 2026-12-01T13"], "one Warning per gap"
+    lost = condition(_sync(kube, ns, "gap"), "EventsLost")
+    assert lost is not None and "2 gaps so far" in lost["message"]
 
 
 # --- update, suspend / resume ----------------------------------------------------------------

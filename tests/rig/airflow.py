@@ -283,6 +283,27 @@ class AirflowInstance:
         )
         self.airflow("dags", "reserialize")
 
+    def add_dag(self, name: str, text: str) -> None:
+        """Deploy a DAG file written by a test (e.g. a consumer on a partitioned schedule)
+        and parse it now, so its assets and schedule exist when the call returns."""
+        (self.home / "dags" / f"{name}.py").write_text(text)
+        self.airflow("dags", "reserialize")
+
+    def db_clean(self, before: datetime) -> None:
+        """``airflow db clean`` of the event table, as an operator's retention job runs it:
+        every event older than `before` is deleted (no archive table is kept)."""
+        table = "dataset_event" if self.major == 2 else "asset_event"
+        self.airflow(
+            "db",
+            "clean",
+            "--clean-before-timestamp",
+            before.astimezone(UTC).isoformat(),
+            "--tables",
+            table,
+            "--skip-archive",
+            "--yes",
+        )
+
     def delete_event(self, event_id: int) -> None:
         """Remove an event from the metadata database, as a lost write or a restore from an
         older backup would: neither Airflow API can delete an asset event."""
@@ -293,6 +314,17 @@ class AirflowInstance:
             deleted = db.execute(f"DELETE FROM {table} WHERE id = ?", (event_id,)).rowcount  # noqa: S608
             db.commit()
         assert deleted == 1, f"no event {event_id} in {table}"
+
+    def stored_extra(self, event_id: int) -> dict[str, Any]:
+        """An event's `extra` as the metadata database holds it: 3.x masks sensitive-looking
+        keys in every API answer, so only the database tells what was really written."""
+        table = "dataset_event" if self.major == 2 else "asset_event"
+        with contextlib.closing(sqlite3.connect(self.home / "airflow.db", timeout=30)) as db:
+            row = db.execute(f"SELECT extra FROM {table} WHERE id = ?", (event_id,)).fetchone()  # noqa: S608
+        assert row is not None, f"no event {event_id} in {table}"
+        value = json.loads(row[0]) if isinstance(row[0], str) else row[0]
+        assert isinstance(value, dict)
+        return value
 
     def backdate_event(self, event_id: int, when: datetime) -> None:
         """Move an event's timestamp into the past in the metadata database: neither API can
@@ -344,19 +376,27 @@ class AirflowInstance:
         return int(matches[0])
 
     def create_event(
-        self, uri: str, extra: dict[str, Any] | None = None, client: httpx.Client | None = None
+        self,
+        uri: str,
+        extra: dict[str, Any] | None = None,
+        client: httpx.Client | None = None,
+        *,
+        partition_key: str | None = None,
     ) -> dict[str, Any]:
-        """POST an asset event; returns it normalised (id, uri, extra, timestamp)."""
+        """POST an asset event; returns it normalised (id, uri, extra, timestamp,
+        partition_key). `partition_key` needs 3.2+ (the 3.x create body takes it)."""
         if client is None:
             with self.client() as c:
-                return self.create_event(uri, extra, c)
+                return self.create_event(uri, extra, c, partition_key=partition_key)
         c = client
         if self.major == 2:
+            assert partition_key is None, "Airflow 2.x has no partitions"
             r = c.post(self._events_path, json={"dataset_uri": uri, "extra": extra or {}})
         else:
-            r = c.post(
-                self._events_path, json={"asset_id": self.asset_id(uri, c), "extra": extra or {}}
-            )
+            body: dict[str, Any] = {"asset_id": self.asset_id(uri, c), "extra": extra or {}}
+            if partition_key is not None:
+                body["partition_key"] = partition_key
+            r = c.post(self._events_path, json=body)
         r.raise_for_status()
         return self._normalise(r.json())
 
@@ -431,6 +471,7 @@ class AirflowInstance:
             "uri": row["dataset_uri"] if self.major == 2 else row["uri"],
             "extra": row.get("extra") or {},
             "timestamp": row["timestamp"],
+            "partition_key": row.get("partition_key"),
         }
 
 

@@ -44,6 +44,10 @@ class SourceEvent(BaseModel):
     source_task_id: str | None = None
     source_run_id: str | None = None
     source_map_index: int | None = None
+    #: AIP-76 partition of the event (Airflow 3.2+ only; None elsewhere). Carried to 3.2+
+    #: targets as the event's own ``partition_key`` and always recorded in the marker, the
+    #: only place a 2.x (or 3.0/3.1) target can keep it.
+    partition_key: str | None = None
 
     @field_validator("timestamp")
     @classmethod
@@ -80,6 +84,8 @@ class Marker(BaseModel):
     event_id: int
     timestamp: datetime
     sync: str
+    #: The source event's ``partition_key``, if it had one (not part of the dedup key).
+    partition_key: str | None = None
 
     @property
     def key(self) -> tuple[str, int, str]:
@@ -105,12 +111,16 @@ class Marker(BaseModel):
             return None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "origin": self.origin,
             "event_id": self.event_id,
             "timestamp": self.timestamp.isoformat(),
             "sync": self.sync,
         }
+        # Only when set: markers of unpartitioned events stay exactly what they were.
+        if self.partition_key is not None:
+            out["partition_key"] = self.partition_key
+        return out
 
 
 class ReplayTag(BaseModel):
@@ -153,6 +163,7 @@ class Envelope(BaseModel):
             event_id=self.event.id,
             timestamp=self.event.timestamp,
             sync=self.sync,
+            partition_key=self.event.partition_key,
         )
 
     def target_extra(self) -> dict[str, Any]:
@@ -162,8 +173,15 @@ class Envelope(BaseModel):
         return extra
 
     def to_bytes(self) -> bytes:
-        exclude = {"replay"} if self.replay is None else None
-        return self.model_dump_json(by_alias=True, exclude=exclude).encode()
+        """The message value. Unset optional fields are left out (``replay``, and the event's
+        ``partition_key``), so messages without them are byte for byte what they were, and
+        an older replayer, whose `SourceEvent` forbids unknown fields, still reads them."""
+        exclude: dict[str, Any] = {}
+        if self.replay is None:
+            exclude["replay"] = True
+        if self.event.partition_key is None:
+            exclude["event"] = {"partition_key"}
+        return self.model_dump_json(by_alias=True, exclude=exclude or None).encode()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Self:

@@ -84,6 +84,24 @@ class Failure(StatusModel):
         return f"{self.component}{self.kind}"
 
 
+class SourceGap(StatusModel):
+    """Source events that were deleted before the sync read them (`airflow db clean`).
+
+    Detected when the events at the checkpoint are gone and the source's oldest event is
+    newer than the checkpoint: its history was purged past the point the sync had read, so
+    events in between may never have been seen (none if nothing was written in between; the
+    source cannot tell). Kept until the next gap; the operator posts a Warning Event for
+    each new one (see `controller.conditions`).
+    """
+
+    detected_at: datetime
+    #: The checkpoint: every event up to this time had been read.
+    after: datetime
+    #: The oldest event the source still holds (None: it holds none).
+    oldest_event_time: datetime | None = None
+    message: str
+
+
 class SourceStatus(StatusModel):
     checkpoint: Checkpoint = Field(default_factory=Checkpoint)
     api_version: Literal["v1", "v2"] | None = None
@@ -92,6 +110,11 @@ class SourceStatus(StatusModel):
     events_published: int = 0
     events_filtered: int = 0
     events_invalid: int = 0
+    #: Events published with values Airflow had masked to ``"***"`` (`api.redaction`).
+    events_redacted: int = 0
+    #: Purges detected past the checkpoint (`SourceGap`), and the latest.
+    gaps: int = 0
+    last_gap: SourceGap | None = None
     last_error: str | None = None
     failure: Failure | None = None
 
@@ -110,6 +133,8 @@ class ParkedEvent(StatusModel):
     sync: str
     timestamp: datetime
     extra: str = "{}"
+    #: The source event's AIP-76 partition (Airflow 3.2+), written with it when it drains.
+    partition_key: str | None = None
     parked_at: datetime
 
 

@@ -12,6 +12,11 @@ Condition types, following the kstatus convention that Flux, Argo CD and `kubect
   invalid, a child name is taken by another owner, or the rollout exceeded its deadline.
 - `Paused` (abnormal-true: present only while True). `spec.suspend` is true; the worker is
   scaled to zero on purpose.
+- `EventsLost` (abnormal-true). The worker found the source's history purged past its
+  checkpoint (``status.source.lastGap``, `airflow db clean`): events may be missing in the
+  targets. It does not change Ready (the sync works on); it stays as the record of the last
+  gap, and each new gap changes its message, which posts a Warning Event
+  (`reconcile.transition_events`).
 
 Abnormal-true conditions are removed rather than set to False, as kstatus prescribes, so their
 mere presence means trouble (or, for Paused, intent).
@@ -44,6 +49,7 @@ class ConditionType(StrEnum):
     RECONCILING = "Reconciling"
     STALLED = "Stalled"
     PAUSED = "Paused"
+    EVENTS_LOST = "EventsLost"
 
 
 class Reason(StrEnum):
@@ -60,6 +66,8 @@ class Reason(StrEnum):
     SECRET_KEY_NOT_FOUND = "SecretKeyNotFound"
     CHILD_CONFLICT = "ChildConflict"
     KUBERNETES_API_ERROR = "KubernetesApiError"
+    # From the worker's report of a purge (status.source.lastGap).
+    SOURCE_EVENTS_PURGED = "SourceEventsPurged"
 
 
 #: Reasons that come from reconcile steps rather than from the Deployment. While Ready carries
@@ -139,6 +147,8 @@ class Observed:
     problem: Problem | None = None
     #: A failure the worker reported in status (`worker_problem`).
     worker_problem: Problem | None = None
+    #: The last purge the worker found (`source_gap`): the EventsLost condition's message.
+    gap: str | None = None
 
 
 def _by_type(items: Sequence[Mapping[str, Any]] | None) -> dict[str, Mapping[str, Any]]:
@@ -239,6 +249,20 @@ def worker_problem(status: Mapping[str, Any] | None) -> Problem | None:
     return Problem(reason=found[0][1], message=message, stalled=found[0][0])
 
 
+def source_gap(status: Mapping[str, Any] | None) -> str | None:
+    """The EventsLost message for the purge the worker last reported, or None.
+
+    It names when the gap was found, so a new gap is a new message (and a new Warning).
+    """
+    source = status.get("source") if isinstance(status, Mapping) else None
+    gap = source.get("lastGap") if isinstance(source, Mapping) else None
+    if not isinstance(gap, Mapping):
+        return None
+    count = source.get("gaps") if isinstance(source, Mapping) else None
+    total = f"; {count} gaps so far" if isinstance(count, int) and count > 1 else ""
+    return f"Found {gap.get('detectedAt')}: {gap.get('message', '')}{total}"
+
+
 _Entry = tuple[ConditionType, ConditionStatus, str, str]
 
 
@@ -289,6 +313,9 @@ def _entries(observed: Observed) -> list[_Entry]:
         extra.append((T.RECONCILING, "True", R.PROGRESSING, worker.message))
     if observed.suspended:
         extra.append((T.PAUSED, "True", R.SUSPENDED, "spec.suspend is true"))
+    if observed.gap is not None:
+        reason = R.SOURCE_EVENTS_PURGED
+        extra.append((T.EVENTS_LOST, "True", reason, with_action(reason, observed.gap)))
     return [ready, *extra]
 
 

@@ -109,6 +109,14 @@ HINTS: dict[str, Hint] = {
         "Kafka has not answered for over a minute",
         "check the brokers and spec.kafka.bootstrapServers; nothing is lost meanwhile",
     ),
+    # From the worker's gap report (status.source.lastGap); condition EventsLost, not Ready.
+    "SourceEventsPurged": Hint(
+        "the source's history was purged (airflow db clean) past what the worker had read; "
+        "events written in between may never reach the targets",
+        "nothing brings purged events back: re-emit them in the source if they matter (the "
+        "message gives the time range), and keep db clean's retention longer than a worker "
+        "can be down",
+    ),
 }
 
 

@@ -411,7 +411,24 @@ def transition_events(
 
     Problems found by a reconcile step have their own Warning (`_problem_event`), and the
     in-between "progressing" state is announced by the Created/Updated events of the rollout.
+    A new gap the worker found (EventsLost appears or changes its message) is a Warning too.
     """
+    return [*_ready_events(previous, current), *_gap_events(previous, current)]
+
+
+def _gap_events(
+    previous: Sequence[Mapping[str, Any]] | None, current: Sequence[Mapping[str, Any]]
+) -> list[Event]:
+    old = conditions.find(previous, conditions.ConditionType.EVENTS_LOST)
+    new = conditions.find(current, conditions.ConditionType.EVENTS_LOST)
+    if new is None or (old is not None and old.get("message") == new.get("message")):
+        return []
+    return [Event(type="Warning", reason=str(new.get("reason")), message=str(new.get("message")))]
+
+
+def _ready_events(
+    previous: Sequence[Mapping[str, Any]] | None, current: Sequence[Mapping[str, Any]]
+) -> list[Event]:
     old = conditions.find(previous, conditions.ConditionType.READY)
     new = conditions.find(current, conditions.ConditionType.READY)
     if new is None or new.get("reason") in conditions.PROBLEM_REASONS:
@@ -468,6 +485,7 @@ def reconcile(*, body: Mapping[str, Any], ctx: Context) -> Result:
         worker=worker,
         problem=problem,
         worker_problem=conditions.worker_problem(body.get("status")),
+        gap=conditions.source_gap(body.get("status")),
     )
     status, changed = _status(body=body, observed=observed, now=ctx.now())
     previous = (body.get("status") or {}).get("conditions")
@@ -528,6 +546,7 @@ def refreshed_conditions(
         suspended=bool((sync.get("spec") or {}).get("suspend", False)),
         worker=worker,
         worker_problem=conditions.worker_problem(status),
+        gap=conditions.source_gap(status),
     )
     new = conditions.compute(observed=observed, previous=previous, now=now)
     return None if new == previous else new
@@ -597,6 +616,10 @@ def worker_report_changed(sync: Mapping[str, Any]) -> bool:
         return False
     if status.get("observedGeneration") != sync.get("metadata", {}).get("generation"):
         return False
+    gap = conditions.source_gap(status)
+    shown = conditions.find(status.get("conditions"), conditions.ConditionType.EVENTS_LOST)
+    if gap is not None and (shown is None or not str(shown.get("message", "")).startswith(gap)):
+        return True  # a new gap: EventsLost (and its Warning) is due
     reported = conditions.worker_problem(status)
     if reported is None:
         return ready.get("reason") in conditions.WORKER_REASONS

@@ -34,7 +34,12 @@ from pydantic import ValidationError
 
 from airflow_asset_sync import logs
 from airflow_asset_sync.api.spec import API_VERSION, KIND, Endpoint, ObjectRef, SyncObject, SyncSpec
-from airflow_asset_sync.clients.airflow.base import AirflowClient
+from airflow_asset_sync.clients.airflow.base import (
+    AirflowClient,
+    AssetNotFound,
+    AuthFailed,
+    EventQuery,
+)
 from airflow_asset_sync.clients.airflow.factory import connect
 from airflow_asset_sync.clients.kafka import KafkaPublisher, KafkaSettings, KafkaSubscription
 from airflow_asset_sync.resources import naming
@@ -510,14 +515,66 @@ async def _check_endpoints(spec: SyncSpec, resolved: creds.ResolvedCredentials) 
         label = getattr(endpoint, "name", "source")
         try:
             client = await factory(endpoint)
-            try:
-                from airflow_asset_sync.clients.airflow.base import EventQuery
-
-                await client.list_events(EventQuery(limit=1))
-                print(f"ok: {label}: {endpoint.identity} speaks {client.api_version}")
-            finally:
-                await client.aclose()
         except Exception as exc:
             failures += 1
             print(f"failed: {label}: {endpoint.identity}: {logs.scrub(str(exc))}")
+            continue
+        try:
+            try:
+                await client.list_events(EventQuery(limit=1))
+                print(f"ok: {label}: {endpoint.identity} speaks {client.api_version}")
+            except Exception as exc:
+                failures += 1
+                print(f"failed: {label}: {endpoint.identity}: {logs.scrub(str(exc))}")
+            if endpoint is spec.source:
+                failures += await _check_source_assets(client, spec)
+        finally:
+            await client.aclose()
     return 1 if failures else 0
+
+
+def listed_assets(spec: SyncSpec) -> list[str]:
+    """The assets ``spec.assets.include`` names one by one (globs without a wildcard), in order.
+
+    Only these can be asked about: a pattern stands for assets nobody has named, and Airflow
+    has no call that says which assets a user may read.
+    """
+    out: list[str] = []
+    for pattern in spec.assets.include:
+        glob = pattern.glob
+        if glob is not None and not any(c in glob for c in "*?[") and glob not in out:
+            out.append(glob)
+    return out
+
+
+async def _check_source_assets(client: AirflowClient, spec: SyncSpec) -> int:
+    """Read one event of each listed asset (`listed_assets`) with the source credentials;
+    print the assets they cannot read, and those the source does not have. Returns how many
+    are unreadable (a missing asset may simply not be deployed yet: a warning only).
+
+    Why: a user allowed to read only some assets sees the others' events silently left out
+    of the listing (Airflow 3.x scopes it, apache/airflow#72682), so a sync with such
+    credentials would miss events without an error anywhere.
+    """
+    listed = listed_assets(spec)
+    unreadable = 0
+    for uri in listed:
+        try:
+            await client.list_events(EventQuery(limit=1, asset_uri=uri))
+        except AuthFailed as exc:
+            unreadable += 1
+            print(f"unreadable: source: asset {uri}: {logs.scrub(str(exc))}")
+        except AssetNotFound:
+            print(
+                f"warning: source: asset {uri} does not exist in the source"
+                " (or these credentials cannot see it)"
+            )
+        except Exception as exc:
+            unreadable += 1
+            print(f"unreadable: source: asset {uri}: {type(exc).__name__}: {logs.scrub(str(exc))}")
+    patterns = len(spec.assets.include) - len(listed)
+    if listed and not unreadable:
+        print(f"ok: source: the credentials read every listed asset ({len(listed)})")
+    if patterns > 0:
+        print(f"note: source: {patterns} include pattern(s) with wildcards or regex not checked")
+    return unreadable

@@ -86,6 +86,10 @@ class Cursor(Protocol):
         """The newest existing event, or None for an empty history."""
         ...
 
+    async def oldest(self) -> SourceEvent | None:
+        """The oldest existing event, or None for an empty history (gap detection)."""
+        ...
+
 
 def _lower_bound(checkpoint: Checkpoint, overlap: timedelta) -> datetime | None:
     """Where a read starts: the overlap window behind the checkpoint, minus its settled part."""
@@ -159,12 +163,22 @@ def _history_ends(rows: int, total: int | None, offset: int, limit: int) -> bool
 
 async def _newest(client: AirflowClient) -> SourceEvent | None:
     """First valid event in descending order (skipping invalid rows at the top)."""
+    return await _end(client, ascending=False)
+
+
+async def _oldest(client: AirflowClient) -> SourceEvent | None:
+    """First valid event in ascending order (skipping invalid rows at the bottom)."""
+    return await _end(client, ascending=True)
+
+
+async def _end(client: AirflowClient, *, ascending: bool) -> SourceEvent | None:
     offset = 0
     limit = client.page_limit
     while True:
-        page = await client.list_events(EventQuery(limit=limit, offset=offset, ascending=False))
+        page = await client.list_events(EventQuery(limit=limit, offset=offset, ascending=ascending))
         if page.events:
-            return max(page.events, key=lambda e: e.sort_key)
+            pick = min if ascending else max
+            return pick(page.events, key=lambda e: e.sort_key)
         rows = len(page.invalid)
         if _history_ends(rows, page.total_entries, offset, limit):
             return None
@@ -205,6 +219,9 @@ class V2Cursor:
 
     async def newest(self) -> SourceEvent | None:
         return await _newest(self._client)
+
+    async def oldest(self) -> SourceEvent | None:
+        return await _oldest(self._client)
 
     async def read(self, checkpoint: Checkpoint) -> Batch:
         lower = _lower_bound(checkpoint, self._overlap)
@@ -344,6 +361,9 @@ class V1Cursor:
 
     async def newest(self) -> SourceEvent | None:
         return await _newest(self._client)
+
+    async def oldest(self) -> SourceEvent | None:
+        return await _oldest(self._client)
 
     async def _page(self, offset: int) -> _Page:
         limit = self._client.page_limit

@@ -81,6 +81,18 @@ class WorkerMetrics:
             "Source rows that kept failing validation and were skipped",
             registry=r,
         )
+        self.events_redacted = Counter(
+            f"{PREFIX}_events_redacted",
+            "Source events published with extra values the source's Airflow had masked to "
+            "'***' (sensitive-looking keys): the target gets the mask, not the value",
+            registry=r,
+        )
+        self.source_gaps = Counter(
+            f"{PREFIX}_source_gaps",
+            "Times the source's history was found purged past the checkpoint (airflow db "
+            "clean): events in between may never have been read",
+            registry=r,
+        )
         self.poll_errors = Counter(
             f"{PREFIX}_poll_errors", "Failed poll iterations", ["kind"], registry=r
         )
@@ -283,9 +295,11 @@ class InstrumentedClient:
         with self._timed("list_events"):
             return await self._inner.list_events(query)
 
-    async def post_event(self, uri: str, extra: dict[str, Any]) -> PostedEvent:
+    async def post_event(
+        self, uri: str, extra: dict[str, Any], *, partition_key: str | None = None
+    ) -> PostedEvent:
         with self._timed("post_event"):
-            return await self._inner.post_event(uri, extra)
+            return await self._inner.post_event(uri, extra, partition_key=partition_key)
 
     async def asset_exists(self, uri: str) -> bool:
         with self._timed("asset_exists"):

@@ -55,13 +55,20 @@ def parked_event(envelope: Envelope, now: datetime) -> ParkedEvent:
         sync=envelope.sync,
         timestamp=event.timestamp,
         extra=json.dumps(event.extra, separators=(",", ":"), sort_keys=True, default=str),
+        partition_key=event.partition_key,
         parked_at=now,
     )
 
 
 def to_envelope(uri: str, parked: ParkedEvent) -> Envelope:
     """The envelope to write a parked event with (``uri`` is the target's)."""
-    event = SourceEvent(id=parked.id, uri=uri, timestamp=parked.timestamp, extra=_extra(parked))
+    event = SourceEvent(
+        id=parked.id,
+        uri=uri,
+        timestamp=parked.timestamp,
+        extra=_extra(parked),
+        partition_key=parked.partition_key,
+    )
     return Envelope(sync=parked.sync, origin=parked.origin, event=event)
 
 

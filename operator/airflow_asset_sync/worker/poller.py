@@ -50,8 +50,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from airflow_asset_sync.api.events import MARKER_KEY, Envelope, SourceEvent
+from airflow_asset_sync.api.redaction import masked_keys
 from airflow_asset_sync.api.spec import StartFrom
-from airflow_asset_sync.api.status import Checkpoint, SourceStatus
+from airflow_asset_sync.api.status import Checkpoint, SourceGap, SourceStatus
 from airflow_asset_sync.clients.airflow.base import BadResponse, InvalidRow
 from airflow_asset_sync.worker.backoff import BackoffPolicy
 from airflow_asset_sync.worker.clock import Clock, sleep_or_stop, sleep_or_wake
@@ -73,6 +74,8 @@ log = logging.getLogger(__name__)
 
 #: Invalid rows remembered as skipped (so each is counted once per process).
 _SKIPPED_MEMORY = 1000
+#: Assets remembered as warned about masked values (one warning per asset and process).
+_REDACTED_MEMORY = 1000
 
 InvalidKey = tuple[str, object]
 
@@ -219,6 +222,9 @@ class Poller:
         self._published_keys: set[int] | None = None
         self._strikes: dict[InvalidKey, int] = {}
         self._skipped_invalid: OrderedDict[InvalidKey, None] = OrderedDict()
+        self._redacted_assets: OrderedDict[str, None] = OrderedDict()
+        #: The checkpoint time last checked for a purge (each is checked once).
+        self._gap_checked: datetime | None = None
         self._log_extra = {"sync": sync, "origin": origin}
         self._failures = FailureReport(status, side="Source", clock=clock)
 
@@ -294,6 +300,7 @@ class Poller:
         assert self._published_keys is not None
         previous = self.status.checkpoint
         batch = await self._cursor.read(previous)
+        await self._check_gap(previous, batch)
         candidates = self._deliverable(batch)
 
         published = looped = filtered = already = 0
@@ -354,6 +361,88 @@ class Poller:
             more=batch.more and held == 0,
         )
 
+    async def _check_gap(self, previous: Checkpoint, batch: Batch) -> None:
+        """Report a purge of the source's history past the checkpoint (`SourceGap`).
+
+        Every read re-reads the events at the checkpoint (they are in ``seen_ids``, and the
+        read starts at or before their time); a read that meets none of them means they
+        were deleted. Only then (so no request is added to a normal poll, and once per
+        checkpoint) the oldest event is asked for: newer than the checkpoint means the
+        history was cut by age beyond what had been read, which is what ``airflow db
+        clean`` does, and events written in between may be lost. An older one means single
+        events were deleted, which is no gap in what was read. Reported, never fatal: the
+        checkpoint stays and what remains is delivered.
+        """
+        if previous.timestamp is None or not previous.seen_ids or batch.reread or batch.invalid:
+            return
+        gap = self.status.last_gap
+        if self._gap_checked == previous.timestamp or (gap and gap.after == previous.timestamp):
+            return  # checked already (by this process, or reported before a restart)
+        self._gap_checked = previous.timestamp
+        oldest = await self._cursor.oldest()
+        if oldest is not None and oldest.timestamp <= previous.timestamp:
+            return
+        now = self._clock.now()
+        after = previous.timestamp
+        if oldest is None:
+            found = "the source holds no events any more"
+        else:
+            found = f"the source's oldest event is from {oldest.timestamp.isoformat()}"
+        message = (
+            f"{found}, after the checkpoint {after.isoformat()}: its history was purged"
+            " (airflow db clean?) past what the sync had read; events written after the"
+            " checkpoint and purged before this read were never synced"
+        )
+        self.status.gaps += 1
+        self.status.last_gap = SourceGap(
+            detected_at=now,
+            after=after,
+            oldest_event_time=oldest.timestamp if oldest is not None else None,
+            message=message,
+        )
+        self._metrics.source_gaps.inc()
+        await self._store.save_source(self.status)
+        log.warning(
+            "source events were purged before they were read",
+            extra={
+                **self._log_extra,
+                "checkpoint": after.isoformat(),
+                "oldest_event_time": oldest.timestamp.isoformat() if oldest else None,
+            },
+        )
+
+    def _note_masked(self, envelopes: Sequence[Envelope]) -> None:
+        """Count events whose extra Airflow masked (`api.redaction`); warn once per asset.
+
+        The values are copied as the source answered (``"***"``): the real ones never left
+        the source. The warning names the keys, never a value.
+        """
+        redacted = 0
+        for envelope in envelopes:
+            keys = masked_keys(envelope.event.extra)
+            if not keys:
+                continue
+            redacted += 1
+            uri = envelope.event.uri
+            if uri in self._redacted_assets:
+                continue
+            self._redacted_assets[uri] = None
+            while len(self._redacted_assets) > _REDACTED_MEMORY:
+                self._redacted_assets.popitem(last=False)
+            log.warning(
+                "the source masked values of this asset's event extra (Airflow's secrets"
+                " masker); they are copied as '***'",
+                extra={
+                    **self._log_extra,
+                    "asset": uri,
+                    "event_id": envelope.event.id,
+                    "keys": keys,
+                },
+            )
+        if redacted:
+            self.status.events_redacted += redacted
+            self._metrics.events_redacted.inc(redacted)
+
     async def _advance(self, checkpoint: Checkpoint) -> None:
         """Save `checkpoint` if it differs from the one saved last."""
         if checkpoint != self.status.checkpoint:
@@ -374,6 +463,7 @@ class Poller:
         self._metrics.events_filtered.labels(reason="filter").inc(filtered)
         self._metrics.events_filtered.labels(reason="synced").inc(looped)
         self._metrics.events_filtered.labels(reason="already_published").inc(already)
+        self._note_masked(envelopes)
         self.status.events_published += len(envelopes)
         self.status.events_filtered += filtered
         if handled:

@@ -367,7 +367,9 @@ class Replayer:
                             self._deduplicated(envelope, uri, "already in target", lag=not parked)
                             return Outcome.DONE
                         check = None
-                    await self._client.post_event(uri, envelope.target_extra())
+                    await self._client.post_event(
+                        uri, envelope.target_extra(), partition_key=envelope.event.partition_key
+                    )
             except AssetNotFound:
                 self._unknown_asset(uri, add=True)
                 if self._target.on_unknown_asset == UnknownAssetPolicy.SKIP:

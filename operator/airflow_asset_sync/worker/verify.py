@@ -364,7 +364,11 @@ async def repair(
                 sync=report.sync, origin=report.source, event=report.events[event_id]
             )
             try:
-                await client.post_event(item.target_uri, envelope.target_extra())
+                await client.post_event(
+                    item.target_uri,
+                    envelope.target_extra(),
+                    partition_key=envelope.event.partition_key,
+                )
             except Exception as exc:
                 raise Unreadable(
                     f"target {item.target}: writing source event {event_id} after {written}"

@@ -22,6 +22,7 @@ from airflow_asset_sync.clients.airflow.base import (
 )
 from airflow_asset_sync.clients.airflow.http import AirflowHttp, Credentials, HttpOptions
 from airflow_asset_sync.clients.airflow.v2 import AirflowV2Client
+from airflow_asset_sync.clients.airflow.wire import parse_event, supports_partition_key
 
 URL = "http://airflow3.test:8080"
 URI = "s3://bucket/orders"
@@ -448,3 +449,115 @@ async def test_a_page_with_more_rows_than_asked_for_is_bad_response() -> None:
             await api.list_events(EventQuery(limit=3))
         page = await api.list_events(EventQuery(limit=4))  # four asked, four sent: a page
     assert [e.id for e in page.events] == [1, 2, 2, 3]
+
+
+# -- partition_key (AIP-76, 3.2+) ---------------------------------------------------------------
+# The listing carries it into `SourceEvent`; the create body carries it only to servers that
+# take it (3.2+, by their reported version): 3.0 and 3.1 forbid unknown fields (422).
+
+
+class Versioned(Fake3x):
+    """Fake3x that answers ``/api/v2/version`` without auth, as 3.x does."""
+
+    def __init__(self, version: str | None) -> None:
+        super().__init__()
+        self.version = version
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/api/v2/version":
+            self.requests.append(request)
+            if self.version is None:
+                return httpx.Response(404, json={"detail": "Not Found"})
+            return httpx.Response(200, json={"version": self.version, "git_version": None})
+        if request.url.path == "/api/v2/assets/events" and request.method == "POST":
+            body = json.loads(request.content)
+            if "partition_key" in body and self.version and self.version.startswith("3.1"):
+                return httpx.Response(422, json={"detail": [{"type": "extra_forbidden"}]})
+            reply = super().__call__(request)
+            created = json.loads(reply.content)
+            created["partition_key"] = body.get("partition_key")
+            return httpx.Response(reply.status_code, json=created)
+        return super().__call__(request)
+
+
+@pytest.mark.parametrize(
+    ("version", "expected"),
+    [
+        ("3.3.2", True),
+        ("3.2.0", True),
+        ("3.2.0rc1", True),
+        ("4.0.0", True),
+        ("3.1.7", False),
+        ("3.0.6", False),
+        ("2.11.2", False),
+        (None, False),
+        ("", False),
+        ("three", False),
+        ("3", False),
+    ],
+)
+def test_supports_partition_key_by_version(version: str | None, expected: bool) -> None:
+    assert supports_partition_key(version) is expected
+
+
+def test_listing_row_carries_partition_key() -> None:
+    parsed = parse_event(event(4, partition_key="2026-12-01"), schema="v2", where="GET x")
+    assert parsed.partition_key == "2026-12-01"
+    assert parse_event(event(5), schema="v2", where="GET x").partition_key is None
+    # 3.0/3.1 rows have no such field at all.
+    row = event(6)
+    del row["partition_key"]
+    assert parse_event(row, schema="v2", where="GET x").partition_key is None
+
+
+def test_listing_row_with_a_non_string_partition_key_names_the_field() -> None:
+    with pytest.raises(Exception, match="field 'partition_key' must be a string, got number"):
+        parse_event(event(4, partition_key=7), schema="v2", where="GET x")
+
+
+async def test_list_events_returns_the_partition_key() -> None:
+    fake = Versioned("3.3.2")
+    fake.events = [event(1, partition_key="eu|2026-12-01"), event(2)]
+    async with client(fake) as api:
+        page = await api.list_events(EventQuery())
+    assert [e.partition_key for e in page.events] == ["eu|2026-12-01", None]
+
+
+async def test_post_sends_partition_key_to_3_2_and_later_and_asks_the_version_once() -> None:
+    fake = Versioned("3.3.2")
+    async with client(fake) as api:
+        first = await api.post_event(URI, {"k": 1}, partition_key="2026-12-01")
+        await api.post_event(URI, {"k": 2}, partition_key="2026-12-02")
+        await api.post_event(URI, {"k": 3})
+    bodies = [json.loads(p.content) for p in fake.of("POST", "/api/v2/assets/events")]
+    assert bodies == [
+        {"asset_id": 3, "extra": {"k": 1}, "partition_key": "2026-12-01"},
+        {"asset_id": 3, "extra": {"k": 2}, "partition_key": "2026-12-02"},
+        {"asset_id": 3, "extra": {"k": 3}},  # no key: the body is what it always was
+    ]
+    assert first.partition_key == "2026-12-01"
+    (probe,) = fake.of("GET", "/api/v2/version")
+    assert "authorization" not in probe.headers  # the version endpoint is public
+
+
+@pytest.mark.parametrize("version", ["3.1.7", None])
+async def test_post_leaves_partition_key_out_for_servers_that_cannot_take_it(
+    version: str | None,
+) -> None:
+    fake = Versioned(version)
+    async with client(fake) as api:
+        posted = await api.post_event(URI, {"k": 1}, partition_key="2026-12-01")
+    (body,) = [json.loads(p.content) for p in fake.of("POST", "/api/v2/assets/events")]
+    assert body == {"asset_id": 3, "extra": {"k": 1}}
+    assert posted.partition_key is None
+
+
+async def test_detected_server_version_is_used_without_asking() -> None:
+    fake = Versioned("3.1.0")  # would refuse; the detected version says 3.3.2
+    fake.version = "3.3.2"
+    api = AirflowV2Client(client(fake).http, server_version="3.3.2")
+    async with api:
+        await api.post_event(URI, {}, partition_key="p1")
+    assert fake.of("GET", "/api/v2/version") == []
+    (body,) = [json.loads(p.content) for p in fake.of("POST", "/api/v2/assets/events")]
+    assert body["partition_key"] == "p1"

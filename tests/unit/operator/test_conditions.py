@@ -295,3 +295,20 @@ def test_every_reason_a_condition_can_carry_has_a_hint() -> None:
         "WorkerAvailable",
     }
     assert reachable - set(hints.HINTS) == set()
+
+
+def test_a_reported_gap_adds_events_lost_and_leaves_ready_alone() -> None:
+    status = {
+        "source": {
+            "gaps": 1,
+            "lastGap": {"detectedAt": "2024-05-01T11:59:00Z", "after": "x", "message": "purged"},
+        }
+    }
+    gap = c.source_gap(status)
+    assert gap == "Found 2024-05-01T11:59:00Z: purged"
+    conds = _compute(_observed(gap=gap))
+    assert conds["Ready"]["reason"] == "WorkerAvailable"
+    assert conds["EventsLost"]["reason"] == Reason.SOURCE_EVENTS_PURGED
+    assert conds["EventsLost"]["message"].startswith(gap + ". What to do: ")
+    assert c.source_gap({"source": {"gaps": 0}}) is None
+    assert c.source_gap(None) is None

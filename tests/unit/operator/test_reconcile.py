@@ -480,6 +480,46 @@ def test_a_worker_failure_turns_ready_false_at_once_and_clears_when_it_does(
     assert "Stalled" not in _conditions(fake)
 
 
+def _worker_finds_gap(fake: FakeKube, detected_at: str, gaps: int) -> None:
+    status = fake.objects[(api.KIND, NS, NAME)].setdefault("status", {})
+    status["source"] = {
+        "gaps": gaps,
+        "lastGap": {
+            "detectedAt": detected_at,
+            "after": "2024-05-01T11:00:00Z",
+            "oldestEventTime": "2024-05-01T11:30:00Z",
+            "message": "the source's oldest event is from 2024-05-01T11:30:00Z, after ...",
+        },
+    }
+
+
+def test_a_gap_the_worker_found_is_a_warning_once_and_events_lost_without_touching_ready(
+    fake: FakeKube,
+) -> None:
+    _run(fake)
+    _refresh(fake, fake.roll_out(namespace=NS, name=CHILD))
+    _worker_finds_gap(fake, "2024-05-01T11:59:00Z", 1)
+    assert reconcile.worker_report_changed(_body(fake))
+    refreshed = reconcile.refresh_from_worker(kube_api=fake, sync=_body(fake), now=NOW)
+    assert refreshed is not None
+    conds = _conditions(fake)
+    assert conds["Ready"]["reason"] == "WorkerAvailable"  # the sync works on
+    lost = conds["EventsLost"]
+    assert (lost["status"], lost["reason"]) == ("True", "SourceEventsPurged")
+    assert lost["message"].startswith("Found 2024-05-01T11:59:00Z: the source's oldest event")
+    assert "What to do:" in lost["message"]
+    assert [(e.type, e.reason) for e in refreshed.events] == [("Warning", "SourceEventsPurged")]
+    assert not reconcile.worker_report_changed(_body(fake)), "shown: no second Warning"
+    assert not _run(fake).status_changed
+    # A second gap: a new message, a new Warning.
+    _worker_finds_gap(fake, "2024-05-01T12:30:00Z", 2)
+    assert reconcile.worker_report_changed(_body(fake))
+    again = reconcile.refresh_from_worker(kube_api=fake, sync=_body(fake), now=NOW)
+    assert again is not None
+    assert [(e.type, e.reason) for e in again.events] == [("Warning", "SourceEventsPurged")]
+    assert "2 gaps so far" in _conditions(fake)["EventsLost"]["message"]
+
+
 # --- spec.source.push: the worker Service, the poke token's env, status.pokeUrl -----------
 
 URL = f"http://{CHILD}.{NS}.svc:8080/poke"

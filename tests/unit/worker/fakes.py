@@ -99,6 +99,7 @@ class FakeAirflow:
         extra: dict[str, Any] | None = None,
         source_dag_id: str | None = "producer",
         name: str | None = None,
+        partition_key: str | None = None,
     ) -> SourceEvent:
         """An event as a task outlet creates it (the asset row exists from DAG parsing)."""
         asset_id = self.add_asset(uri)
@@ -114,6 +115,7 @@ class FakeAirflow:
             timestamp=at,
             source_dag_id=source_dag_id,
             source_task_id="t" if source_dag_id else None,
+            partition_key=partition_key,
         )
         self._next_id += 1
         self.rows.append(event)
@@ -179,13 +181,17 @@ class FakeAirflow:
         date = self.clock.replace(microsecond=0) if self.clock is not None else None
         return EventPage(events=events, total_entries=len(rows), invalid=invalid, server_time=date)
 
-    def create_event(self, uri: str, extra: dict[str, Any]) -> SourceEvent:
+    def create_event(
+        self, uri: str, extra: dict[str, Any], partition_key: str | None = None
+    ) -> SourceEvent:
         if uri not in self.assets:
             raise AssetNotFound(f"asset {uri!r} not found")
         stored = dict(extra)
         stored["from_rest_api"] = True  # 2.x always; 3.x because extra is sent
         self.now += timedelta(milliseconds=1)
-        return self.emit(uri, at=self.now, extra=stored, source_dag_id=None)
+        # Like the real clients: only a 3.x (here: v2) server keeps a partition key.
+        key = partition_key if self.api_version == "v2" else None
+        return self.emit(uri, at=self.now, extra=stored, source_dag_id=None, partition_key=key)
 
 
 class FakeClient:
@@ -216,7 +222,9 @@ class FakeClient:
         finally:
             server.listing -= 1
 
-    async def post_event(self, uri: str, extra: dict[str, Any]) -> PostedEvent:
+    async def post_event(
+        self, uri: str, extra: dict[str, Any], *, partition_key: str | None = None
+    ) -> PostedEvent:
         server = self.server
         server.requests.append(("post_event", uri))
         server.in_flight += 1
@@ -227,10 +235,12 @@ class FakeClient:
                 await server.post_gate.wait()
             if server.post_failures:
                 raise server.post_failures.popleft()
-            event = server.create_event(uri, extra)
+            event = server.create_event(uri, extra, partition_key)
             if server.post_failures_after_write:
                 raise server.post_failures_after_write.popleft()
-            return PostedEvent(id=event.id, uri=event.uri, extra=event.extra)
+            return PostedEvent(
+                id=event.id, uri=event.uri, extra=event.extra, partition_key=event.partition_key
+            )
         finally:
             server.in_flight -= 1
 

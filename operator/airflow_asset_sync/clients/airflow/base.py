@@ -121,6 +121,8 @@ class PostedEvent:
     id: int
     uri: str
     extra: dict[str, Any]
+    #: As the server stored it (None: unpartitioned, or a server without partitions).
+    partition_key: str | None = None
 
 
 class AirflowClient(Protocol):
@@ -136,8 +138,14 @@ class AirflowClient(Protocol):
 
     async def list_events(self, query: EventQuery) -> EventPage: ...
 
-    async def post_event(self, uri: str, extra: dict[str, Any]) -> PostedEvent:
-        """Create an event for the asset with exactly this URI; AssetNotFound if none."""
+    async def post_event(
+        self, uri: str, extra: dict[str, Any], *, partition_key: str | None = None
+    ) -> PostedEvent:
+        """Create an event for the asset with exactly this URI; AssetNotFound if none.
+
+        ``partition_key`` is set on the new event where the server can take it (Airflow
+        3.2+) and silently not sent elsewhere: callers keep it in the marker as well.
+        """
         ...
 
     async def asset_exists(self, uri: str) -> bool: ...

@@ -65,8 +65,12 @@ class AirflowV1Client(ClientBase):
         page = check_page_size(page, limit=query.limit, where=reply.where)
         return replace(page, server_time=reply.date)
 
-    async def post_event(self, uri: str, extra: dict[str, Any]) -> PostedEvent:
+    async def post_event(
+        self, uri: str, extra: dict[str, Any], *, partition_key: str | None = None
+    ) -> PostedEvent:
         """``POST /api/v1/datasets/events`` -> 200. 2.x always adds ``from_rest_api: true``.
+
+        2.x has no partitions: ``partition_key`` is not sent (the caller's marker keeps it).
 
         The URI is compared raw (not normalised) by the server: ``s3://b/x/`` is a 404 even
         if ``s3://b/x`` exists. A 405 means the server predates 2.9.

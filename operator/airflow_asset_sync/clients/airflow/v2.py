@@ -34,11 +34,13 @@ from airflow_asset_sync.clients.airflow.wire import (
     page_params,
     parse_event_page,
     parse_posted_event,
+    supports_partition_key,
     type_name,
 )
 
 EVENTS_PATH = "/api/v2/assets/events"
 ASSETS_PATH = "/api/v2/assets"
+VERSION_PATH = "/api/v2/version"
 
 #: How many pages of substring matches to scan for the exact URI before giving up. With
 #: 100 per page that is 5000 assets sharing a substring: beyond it, naming is the problem.
@@ -47,6 +49,9 @@ MAX_RESOLVE_PAGES = 50
 
 class AirflowV2Client(ClientBase):
     """`AirflowClient` for Airflow 3.x."""
+
+    #: Whether the server takes ``partition_key`` (None: not asked yet).
+    _partitions: bool | None = None
 
     @property
     def api_version(self) -> Literal["v2"]:
@@ -68,16 +73,21 @@ class AirflowV2Client(ClientBase):
         page = check_page_size(page, limit=query.limit, where=reply.where)
         return replace(page, server_time=reply.date)
 
-    async def post_event(self, uri: str, extra: dict[str, Any]) -> PostedEvent:
-        """``POST /api/v2/assets/events {asset_id, extra}`` -> 200.
+    async def post_event(
+        self, uri: str, extra: dict[str, Any], *, partition_key: str | None = None
+    ) -> PostedEvent:
+        """``POST /api/v2/assets/events {asset_id, extra[, partition_key]}`` -> 200.
 
         ``extra`` is always sent (even empty): 3.x then adds ``from_rest_api: true``,
-        which keeps 2.x and 3.x targets alike.
+        which keeps 2.x and 3.x targets alike. ``partition_key`` is sent only to 3.2+
+        (`partitions_supported`); 3.0/3.1 forbid the field.
         """
         check_uri(uri)
         cached = uri in self._ids
         asset_id = await self.asset_id(uri)
-        reply = await self._post(asset_id, extra)
+        if partition_key is not None and not await self.partitions_supported():
+            partition_key = None
+        reply = await self._post(asset_id, extra, partition_key)
         if reply.status == 404:
             self._ids.pop(uri, None)
             if not cached:
@@ -85,7 +95,7 @@ class AirflowV2Client(ClientBase):
             fresh_id = await self.asset_id(uri, fresh=True)
             if fresh_id == asset_id:
                 raise not_found(reply, f"asset {uri!r} (id {asset_id})")
-            reply = await self._post(fresh_id, extra)
+            reply = await self._post(fresh_id, extra, partition_key)
             if reply.status == 404:
                 self._ids.pop(uri, None)
                 raise not_found(reply, f"asset {uri!r} (id {fresh_id})")
@@ -135,11 +145,34 @@ class AirflowV2Client(ClientBase):
         self._ids.pop(uri, None)
         raise AssetNotFound(f"GET {self._http.url}{ASSETS_PATH}: no active asset with uri {uri!r}")
 
-    async def _post(self, asset_id: int, extra: dict[str, Any]) -> Reply:
+    async def partitions_supported(self) -> bool:
+        """Whether this server takes ``partition_key`` on create (Airflow 3.2+).
+
+        From the version auto-detection read, else from one ``GET /api/v2/version`` (then
+        cached). A server that does not say counts as not supporting it (see
+        `wire.supports_partition_key`).
+        """
+        if self._partitions is None:
+            version = self.server_version
+            if version is None:
+                reply = await self._http.request(
+                    "GET", VERSION_PATH, authenticate=False, allow=(404,)
+                )
+                found = reply.json_object().get("version") if reply.status == 200 else None
+                version = found if isinstance(found, str) else None
+            self._partitions = supports_partition_key(version)
+        return self._partitions
+
+    async def _post(
+        self, asset_id: int, extra: dict[str, Any], partition_key: str | None = None
+    ) -> Reply:
+        body: dict[str, Any] = {"asset_id": asset_id, "extra": extra}
+        if partition_key is not None:
+            body["partition_key"] = partition_key
         return await self._http.request(
             "POST",
             EVENTS_PATH,
-            body={"asset_id": asset_id, "extra": extra},
+            body=body,
             write=True,
             allow=(404,),
         )

@@ -55,8 +55,9 @@ LIST_KEYS: dict[Schema, str] = {"v1": "dataset_events", "v2": "asset_events"}
 # Field kinds: how a wire value is checked before it may reach a SourceEvent.
 _Kind = Literal["int", "opt_int", "str", "opt_str", "timestamp", "extra"]
 
-#: wire name -> (SourceEvent field, kind). Unknown wire fields (created_dagruns,
-#: partition_key, future additions) are ignored on purpose: forward compatibility.
+#: wire name -> (SourceEvent field, kind). Unknown wire fields (created_dagruns, future
+#: additions) are ignored on purpose: forward compatibility. ``partition_key`` (3.2+) is
+#: optional: 3.0/3.1 rows have none, 3.2+ rows carry it (null when unpartitioned).
 _FIELDS: dict[Schema, dict[str, tuple[str, _Kind]]] = {
     "v1": {
         "id": ("id", "int"),
@@ -81,6 +82,7 @@ _FIELDS: dict[Schema, dict[str, tuple[str, _Kind]]] = {
         "source_task_id": ("source_task_id", "opt_str"),
         "source_run_id": ("source_run_id", "opt_str"),
         "source_map_index": ("source_map_index", "opt_int"),
+        "partition_key": ("partition_key", "opt_str"),
     },
 }
 
@@ -339,7 +341,10 @@ def parse_posted_event(
             )
     if not isinstance(uri, str) or not isinstance(extra, dict):  # unreachable; narrows types
         raise BadResponse(f"{where}: created event {raw_id} is malformed")
-    return PostedEvent(id=raw_id, uri=uri, extra=extra)
+    key = body.get("partition_key") if schema == "v2" else None
+    return PostedEvent(
+        id=raw_id, uri=uri, extra=extra, partition_key=key if isinstance(key, str) else None
+    )
 
 
 def page_params(query: EventQuery) -> dict[str, str | int]:
@@ -357,6 +362,27 @@ def page_params(query: EventQuery) -> dict[str, str | int]:
         "offset": query.offset,
         "order_by": "timestamp" if query.ascending else "-timestamp",
     }
+
+
+#: The first Airflow whose create-event body takes ``partition_key`` (AIP-76; 3.0 and 3.1
+#: forbid unknown fields, so sending it there is a 422).
+PARTITION_KEY_SINCE = (3, 2)
+
+
+def supports_partition_key(version: str | None) -> bool:
+    """Whether an Airflow of this version string takes ``partition_key`` on create.
+
+    Unknown or unreadable versions count as not: the key then stays in the marker only,
+    which loses nothing, where guessing wrong would make every write a 422.
+    """
+    if not version:
+        return False
+    parts = version.split(".")
+    try:
+        major, minor = int(parts[0]), int("".join(c for c in parts[1] if c.isdigit()) or "-")
+    except (IndexError, ValueError):
+        return False
+    return (major, minor) >= PARTITION_KEY_SINCE
 
 
 def format_timestamp(value: datetime) -> str:
