@@ -80,6 +80,19 @@ class Marker(BaseModel):
     event_id: int
     timestamp: datetime
     sync: str
+    #: Delivery mode ``coalesce``: the ids of every source event this one target event stands
+    #: for (``event_id``, the newest, among them). Empty for a plain one-to-one copy.
+    coalesced: tuple[int, ...] = ()
+
+    @property
+    def event_ids(self) -> tuple[int, ...]:
+        """The source event ids this target event delivers: one, or a coalesced set."""
+        return self.coalesced or (self.event_id,)
+
+    @property
+    def keys(self) -> list[tuple[str, int, str]]:
+        """`key` of every source event this target event delivers (dedup and verify)."""
+        return [(self.origin, event_id, self.sync) for event_id in self.event_ids]
 
     @property
     def key(self) -> tuple[str, int, str]:
@@ -105,12 +118,15 @@ class Marker(BaseModel):
             return None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "origin": self.origin,
             "event_id": self.event_id,
             "timestamp": self.timestamp.isoformat(),
             "sync": self.sync,
         }
+        if self.coalesced:  # left out otherwise: plain copies stay byte for byte as before
+            out["coalesced"] = list(self.coalesced)
+        return out
 
 
 class ReplayTag(BaseModel):
@@ -155,10 +171,17 @@ class Envelope(BaseModel):
             sync=self.sync,
         )
 
-    def target_extra(self) -> dict[str, Any]:
-        """`extra` for the target event: the source's, without a stale marker, plus ours."""
+    def target_extra(self, coalesced: tuple[int, ...] = ()) -> dict[str, Any]:
+        """`extra` for the target event: the source's, without a stale marker, plus ours.
+
+        `coalesced`: the ids of the source events this write stands for (delivery mode
+        ``coalesce``; this envelope is the newest of them, so its ``extra`` is the one kept).
+        """
         extra = {k: v for k, v in self.event.extra.items() if k != MARKER_KEY}
-        extra[MARKER_KEY] = self.marker().to_json()
+        marker = self.marker()
+        if coalesced:
+            marker = marker.model_copy(update={"coalesced": tuple(coalesced)})
+        extra[MARKER_KEY] = marker.to_json()
         return extra
 
     def to_bytes(self) -> bytes:

@@ -113,10 +113,16 @@ class ParkedEvent(StatusModel):
     parked_at: datetime
 
 
+#: Why an asset's events are parked: the target does not know the asset yet, or (delivery
+#: mode ``oneRunPerEvent``) a consumer DAG of the target still has its previous event queued.
+ParkReason = Literal["unknownAsset", "awaitingConsumer"]
+
+
 class ParkedAsset(StatusModel):
     """Events of one target asset (the URI as written, after rewrite rules) parked in order."""
 
     uri: str
+    reason: ParkReason = "unknownAsset"
     count: int = 0
     #: Source time of the oldest parked event, and when it was parked.
     oldest_event_time: datetime | None = None
@@ -140,6 +146,9 @@ class TargetStatus(StatusModel):
     events_skipped: int = 0
     events_deduplicated: int = 0
     events_failed: int = 0
+    #: Source events written inside another event's target event (``coalesce``): a write of
+    #: n events adds n - 1 here and n to ``events_replayed``.
+    events_coalesced: int = 0
     lag_seconds: float | None = None
     unknown_assets: list[str] = Field(default_factory=list)
     #: Events parked per unknown asset (``onUnknownAsset: retry``), durable here until

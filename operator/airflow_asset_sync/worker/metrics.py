@@ -149,6 +149,19 @@ class WorkerMetrics:
             ["target"],
             registry=r,
         )
+        self.awaiting_consumer_events = Gauge(
+            f"{PREFIX}_awaiting_consumer_events",
+            "Events held (delivery oneRunPerEvent) until a consumer DAG of the target takes "
+            "the asset's previous event; also counted in parked_events",
+            ["target"],
+            registry=r,
+        )
+        self.events_coalesced = Counter(
+            f"{PREFIX}_events_coalesced",
+            "Source events written inside another event's target event (delivery coalesce)",
+            ["target"],
+            registry=r,
+        )
         self.parked_oldest_age = Gauge(
             f"{PREFIX}_parked_oldest_age_seconds",
             "Seconds since the oldest parked event of the target was parked; 0 when none",
@@ -248,7 +261,7 @@ class AssetLag:
         self._shown = set(shown)
 
 
-Method = Literal["list_events", "post_event", "asset_exists"]
+Method = Literal["list_events", "post_event", "asset_exists", "queued_consumers"]
 
 
 class InstrumentedClient:
@@ -290,6 +303,10 @@ class InstrumentedClient:
     async def asset_exists(self, uri: str) -> bool:
         with self._timed("asset_exists"):
             return await self._inner.asset_exists(uri)
+
+    async def queued_consumers(self, uri: str) -> int:
+        with self._timed("queued_consumers"):
+            return await self._inner.queued_consumers(uri)
 
     async def aclose(self) -> None:
         await self._inner.aclose()
