@@ -30,6 +30,7 @@ SECTIONS = (
     "assetwatcher",
     "operator",
     "push",
+    "delivery",
 )
 
 
@@ -76,6 +77,8 @@ class Profile:
     #: uniform; the issue: one every 5-30 s, so each is the first after a quiet spell).
     push_events: int = 20
     push_gap_s: tuple[float, float] = (5.0, 30.0)
+    #: Events per burst of the delivery-mode figures (one burst per mode).
+    delivery_burst: int = 10
 
 
 FULL = Profile(
@@ -125,6 +128,7 @@ QUICK = Profile(
     push_events=8,
     # Past the 10 s active hold: each event finds the worker without pokes idle.
     push_gap_s=(11.0, 15.0),
+    delivery_burst=5,
 )
 
 
