@@ -204,3 +204,63 @@ def test_a_consumer_that_never_runs_holds_only_its_asset_and_a_paused_one_nothin
         timeout_s=90,
     )
     assert len(target.dag_runs(stuck_dag)) == 1
+
+
+@pytest.mark.parametrize("mode", ["oneRunPerEvent", "coalesce"])
+def test_a_worker_killed_mid_delivery_delivers_each_event_once(
+    mode: str,
+    airflow2: AirflowInstance,
+    airflow3: AirflowInstance,
+    assets: AssetPool,
+    kafka: Any,
+    kafka_topic: str,
+    sync_runner: Any,
+) -> None:
+    """SIGKILL while events are held (oneRunPerEvent) or gathered (coalesce), then restart."""
+    (uri,) = assets.take(1)
+    dag_id = airflow3.add_consumer([uri])
+    delivery: dict[str, Any] = {"mode": mode}
+    if mode == "coalesce":
+        delivery["window"] = "5s"
+    proc = sync_runner(
+        sync_manifests(
+            f"delivery-kill-{mode.lower()}",
+            airflow2,
+            [("t", airflow3)],
+            include=[uri],
+            kafka=kafka.bootstrap,
+            topic=kafka_topic,
+            target_options={"t": {"delivery": delivery}},
+        )
+    )
+    with airflow2.client() as c:
+        ids = [airflow2.create_event(uri, {"n": i}, c)["id"] for i in range(N)]
+
+    if mode == "oneRunPerEvent":
+
+        def holding() -> bool:
+            [status] = proc.state()["targets"]
+            return bool(status.get("parked"))
+
+        wait_for(holding, what="held events in the state file", timeout_s=60)
+    else:
+        # Published to Kafka, and the replayer is gathering its window: nothing written yet.
+        wait_for(
+            lambda: proc.metric("aas_events_published_total") >= N,
+            what="the burst in Kafka",
+            timeout_s=60,
+        )
+        assert _markers(airflow3, uri, airflow2.url) == []
+    proc.kill()
+    proc.start()
+
+    counts = await_delivery(airflow3, [uri], airflow2.url, set(ids), timeout_s=120)
+    assert counts == dict.fromkeys(ids, 1)  # each once, nothing lost
+    runs = _settled_runs(airflow3, dag_id, uri)
+    if mode == "oneRunPerEvent":
+        runs = airflow3.wait_for_runs(dag_id, N, timeout_s=120)
+        assert len(runs) == N
+    else:
+        markers = _markers(airflow3, uri, airflow2.url)
+        assert [i for m in markers for i in _ids_in(m)] == ids
+        assert len(markers) == 1  # the window was gathered again after the restart
