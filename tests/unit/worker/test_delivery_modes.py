@@ -20,9 +20,10 @@ from airflow_asset_sync.api.spec import Target
 from airflow_asset_sync.api.status import TargetStatus
 from airflow_asset_sync.clients.airflow.base import Unavailable
 from airflow_asset_sync.worker.parking import ParkingLimits
+from airflow_asset_sync.worker.scan import marker_keys
 from airflow_asset_sync.worker.verify import delivered_counts
 
-from .fakes import ListSubscription, MemoryStore, deliveries, envelope, wait_until
+from .fakes import T0, ListSubscription, MemoryStore, deliveries, envelope, wait_until
 from .test_replayer import Rig, source_event
 
 A = "s3://b/x"  # consumed by dag "consume_a"
@@ -248,3 +249,24 @@ async def test_coalesce_gathers_deliveries_until_the_window_has_passed() -> None
     assert len(rig.written()) == 1
     rig.stop.set()
     await task
+
+
+async def test_replay_dedup_reads_every_id_of_a_coalesced_copy() -> None:
+    rig = rig_with_consumers(delivery=COALESCE)
+    await rig.replayer.replay(deliveries(burst(A, 1, 3)), rig.stop)
+    keys = await marker_keys(rig.server.client(), A, T0 - timedelta(days=1))
+    assert keys == {("http://source:8080", i, "ns/sync") for i in (1, 2, 3)}
+
+
+async def test_coalesce_parks_an_unknown_assets_events_one_by_one_and_writes_them_later() -> None:
+    rig = Rig(assets=(B,), delivery=COALESCE)
+    batch = deliveries([*burst(A, 1, 3), *burst(B, 4, 2)])
+    assert await rig.replayer.replay(batch, rig.stop) == batch
+    assert consumed(rig, B) == [4, 5]
+    [parked] = rig.status.parked
+    assert (parked.reason, [e.id for e in parked.events]) == ("unknownAsset", [1, 2, 3])
+    rig.server.add_asset(A)
+    await rig.clock.advance(1.0)
+    await rig.replayer.tend(rig.stop)
+    assert consumed(rig, A) == [1, 2, 3]  # in order, each once
+    assert rig.status.parked == []
