@@ -97,7 +97,9 @@ class SourceStatus(StatusModel):
 
 
 class ParkedEvent(StatusModel):
-    """One event waiting for its asset to exist in the target: what is needed to write it.
+    """One event waiting for its asset to exist in the target, or (delivery mode
+    ``oneRunPerEvent``) for a consumer to take the asset's previous event: what is needed to
+    write it.
 
     ``origin``, ``sync``, ``id`` and ``timestamp`` rebuild the marker; ``extra`` is the
     source's ``extra`` as JSON text (a string, so the CRD's status schema stays structural
@@ -151,8 +153,8 @@ class TargetStatus(StatusModel):
     events_coalesced: int = 0
     lag_seconds: float | None = None
     unknown_assets: list[str] = Field(default_factory=list)
-    #: Events parked per unknown asset (``onUnknownAsset: retry``), durable here until
-    #: written: see `worker.parking`.
+    #: Events parked per unknown asset (``onUnknownAsset: retry``) or held for a consumer
+    #: (``oneRunPerEvent``), durable here until written: see `worker.parking`.
     parked: list[ParkedAsset] = Field(default_factory=list)
     parked_events: int = 0
     last_error: str | None = None

@@ -145,7 +145,8 @@ class WorkerMetrics:
         )
         self.parked_events = Gauge(
             f"{PREFIX}_parked_events",
-            "Events parked because the target does not know their asset yet (policy retry)",
+            "Events parked because the target does not know their asset yet (policy retry), "
+            "or held for a consumer (delivery oneRunPerEvent)",
             ["target"],
             registry=r,
         )
