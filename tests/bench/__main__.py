@@ -14,6 +14,7 @@ Sections (`--only` takes any of them; default all):
     operator      (5) 200 and 1,000 AirflowAssetSync objects: Ready, RSS, idle cost, rollout
     operator-cluster (5) the same on the real cluster: the operator pod, real controllers
     push          (7) sparse events with and without the listener plugin's pokes (issue 13)
+    delivery      (8) a burst per delivery mode: events/s, consumer runs per event (issue 14)
 
 Writes results/<UTC timestamp>/ with report.md, report.json, PNG charts and, with
 `--profile`, py-spy profiles of the worker and the operator. Not part of the test suite.
@@ -243,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     # the import order obvious.
     from bench import report
     from bench.alternatives import run_assetwatcher, run_naive
+    from bench.delivery import run_delivery
     from bench.idle import run_idle
     from bench.latency import run_latency
     from bench.operator_cluster import run_operator_cluster
@@ -304,6 +306,9 @@ def main(argv: list[str] | None = None) -> int:
         if "push" in wanted:
             with section(results, "push"):
                 run_push(stack, results, events=profile.push_events, gap_s=profile.push_gap_s)
+        if "delivery" in wanted:
+            with section(results, "delivery"):
+                run_delivery(stack, results, burst=profile.delivery_burst)
         if "idle" in wanted:
             with section(results, "idle"):
                 run_idle(stack, results, window_s=profile.idle_window_s)

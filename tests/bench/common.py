@@ -31,6 +31,7 @@ SECTIONS = (
     "operator",
     "operator-cluster",
     "push",
+    "delivery",
 )
 
 
@@ -81,6 +82,8 @@ class Profile:
     #: most 60 pods in the rig), then live syncs with a worker pod each.
     cluster_suspended_syncs: int = 1000
     cluster_live_syncs: int = 40
+    #: Events per burst of the delivery-mode figures (one burst per mode).
+    delivery_burst: int = 10
 
 
 FULL = Profile(
@@ -132,6 +135,7 @@ QUICK = Profile(
     push_events=8,
     # Past the 10 s active hold: each event finds the worker without pokes idle.
     push_gap_s=(11.0, 15.0),
+    delivery_burst=5,
 )
 
 

@@ -40,6 +40,7 @@ POOL_BY_USE = {
     "parking": range(52, 62),
     "push-2to3": range(62, 66),
     "push-3to3": range(66, 70),
+    "delivery": range(70, 73),
 }
 
 

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from airflow_asset_sync.api import spec as api
+from airflow_asset_sync.api.status import ParkedAsset, TargetStatus
 from operator_cases import crd, live, manifests
 from rig.kube import KubeRig
 
@@ -249,3 +250,46 @@ def test_status_is_a_subresource(sync_crd: KubeRig, valid_ns: str) -> None:
     assert stored["metadata"]["generation"] == generation + 1
     assert stored["status"] == {"observedGeneration": 7}
     sync_crd.kubectl("delete", "aas", "subresource", "-n", valid_ns)
+
+
+def test_delivery_status_fields_survive_the_schema(sync_crd: KubeRig, valid_ns: str) -> None:
+    """What the worker writes for the delivery modes (a held asset's reason, the coalesced
+    count) is kept by the real API server, not pruned, and round-trips through the model."""
+    manifest = manifests.merge_patch(
+        TABLE.base,
+        {
+            "metadata": {"name": "delivery-status"},
+            "spec": {
+                "targets": [
+                    {
+                        "name": "b",
+                        "url": "http://airflow-b:8080",
+                        "delivery": {"mode": "oneRunPerEvent"},
+                    }
+                ]
+            },
+        },
+    )
+    live.apply(sync_crd, manifest, namespace=valid_ns)
+    target = TargetStatus(name="b", events_coalesced=3, parked_events=1)
+    target.parked.append(ParkedAsset(uri="s3://b/x", reason="awaitingConsumer", count=1))
+    body = {"status": {"targets": [target.to_patch()]}}
+    sync_crd.kubectl(
+        "patch",
+        "aas",
+        "delivery-status",
+        "-n",
+        valid_ns,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps(body),
+    )
+    stored = live.get(sync_crd, "aas", "delivery-status", valid_ns)
+    assert stored is not None
+    assert stored["spec"]["targets"][0]["delivery"] == {"mode": "oneRunPerEvent"}
+    [written] = stored["status"]["targets"]
+    assert written["eventsCoalesced"] == 3
+    assert written["parked"][0]["reason"] == "awaitingConsumer"
+    assert TargetStatus.model_validate(written) == target
+    sync_crd.kubectl("delete", "aas", "delivery-status", "-n", valid_ns)

@@ -77,6 +77,28 @@ for i, uri in enumerate(CONSUMED):
 '''
 
 
+CONSUMER_TEMPLATE = '''
+"""A consumer DAG written by a test (airflow-asset-sync rig, generated)."""
+from datetime import datetime
+
+try:  # Airflow 3.x
+    from airflow.providers.standard.operators.empty import EmptyOperator
+    from airflow.sdk import DAG, Asset
+except ImportError:  # Airflow 2.x
+    from airflow import DAG
+    from airflow.datasets import Dataset as Asset
+    from airflow.operators.empty import EmptyOperator
+
+with DAG(
+    {dag_id!r},
+    schedule=[Asset(u) for u in {uris!r}],
+    start_date=datetime(2024, 1, 1),
+    catchup=False,
+):
+    EmptyOperator(task_id="consume")
+'''
+
+
 def venv(version: str) -> Path:
     """A virtualenv with exactly `apache-airflow==version` (plain install, no constraints)."""
 
@@ -303,6 +325,51 @@ class AirflowInstance:
             "--skip-archive",
             "--yes",
         )
+
+    def add_consumer(self, uris: list[str], *, paused: bool = False) -> str:
+        """Deploy a DAG scheduled on all of `uris` (a list: every one must have an event, as
+        Airflow's AND) and wait until the API shows it; returns its id. `paused` pauses it
+        before any event can reach it."""
+        dag_id = f"aas_consumer_{secrets.token_hex(4)}"
+        text = CONSUMER_TEMPLATE.format(dag_id=dag_id, uris=list(uris))
+        (self.home / "dags" / f"{dag_id}.py").write_text(text)
+        self.airflow("dags", "reserialize")
+        prefix = "/api/v1" if self.major == 2 else "/api/v2"
+        with self.client() as c:
+            deadline = time.monotonic() + 60
+            while c.get(f"{prefix}/dags/{dag_id}").status_code != 200:
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"{dag_id} never appeared in {self.url}")
+                time.sleep(0.3)
+            r = c.patch(f"{prefix}/dags/{dag_id}", json={"is_paused": paused})
+            r.raise_for_status()
+            assert r.json()["is_paused"] is paused
+        return dag_id
+
+    def queued_dags(self, uri: str) -> list[str]:
+        """DAG ids that have an event of `uri` queued (no run created for it yet)."""
+        with self.client() as c:
+            if self.major == 2:
+                path = f"/api/v1/datasets/queuedEvent/{urllib.parse.quote(uri, safe='')}"
+                r = c.get(path)
+                if r.status_code == 404:  # 2.x: nothing queued
+                    return []
+            else:
+                r = c.get(f"/api/v2/assets/{self.asset_id(uri, c)}/queuedEvents")
+            r.raise_for_status()
+            return [row["dag_id"] for row in r.json()["queued_events"]]
+
+    def run_events(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        """The asset events a DAG run consumed (its upstream events), normalised."""
+        run = urllib.parse.quote(run_id, safe="")
+        with self.client() as c:
+            if self.major == 2:
+                r = self._get(c, f"/api/v1/dags/{dag_id}/dagRuns/{run}/upstreamDatasetEvents")
+                rows = r.json()["dataset_events"]
+            else:
+                r = self._get(c, f"/api/v2/dags/{dag_id}/dagRuns/{run}/upstreamAssetEvents")
+                rows = r.json()["asset_events"]
+        return [self._normalise(row) for row in rows]
 
     def delete_event(self, event_id: int) -> None:
         """Remove an event from the metadata database, as a lost write or a restore from an

@@ -173,14 +173,17 @@ class SyncProcess:
 
 
 def marker_counts(target: AirflowInstance, uris: Sequence[str], origin: str) -> Counter[int]:
-    """How many times each source event id of `origin` landed in `target` (by marker)."""
+    """How many times each source event id of `origin` landed in `target` (by marker;
+    each id a coalesced copy lists counts)."""
     counts: Counter[int] = Counter()
     with target.client() as client:
         for uri in uris:
             for event in target.events(uri, client):
                 marker = event["extra"].get(MARKER)
                 if isinstance(marker, dict) and marker.get("origin") == origin:
-                    counts[int(marker["event_id"])] += 1
+                    # A coalesced copy (delivery coalesce) stands for every id it lists.
+                    for event_id in marker.get("coalesced") or [marker["event_id"]]:
+                        counts[int(event_id)] += 1
     return counts
 
 

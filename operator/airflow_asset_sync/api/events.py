@@ -86,6 +86,19 @@ class Marker(BaseModel):
     sync: str
     #: The source event's ``partition_key``, if it had one (not part of the dedup key).
     partition_key: str | None = None
+    #: Delivery mode ``coalesce``: the ids of every source event this one target event stands
+    #: for (``event_id``, the newest, among them). Empty for a plain one-to-one copy.
+    coalesced: tuple[int, ...] = ()
+
+    @property
+    def event_ids(self) -> tuple[int, ...]:
+        """The source event ids this target event delivers: one, or a coalesced set."""
+        return self.coalesced or (self.event_id,)
+
+    @property
+    def keys(self) -> list[tuple[str, int, str]]:
+        """`key` of every source event this target event delivers (dedup and verify)."""
+        return [(self.origin, event_id, self.sync) for event_id in self.event_ids]
 
     @property
     def key(self) -> tuple[str, int, str]:
@@ -120,6 +133,8 @@ class Marker(BaseModel):
         # Only when set: markers of unpartitioned events stay exactly what they were.
         if self.partition_key is not None:
             out["partition_key"] = self.partition_key
+        if self.coalesced:  # left out otherwise: plain copies stay byte for byte as before
+            out["coalesced"] = list(self.coalesced)
         return out
 
 
@@ -166,10 +181,17 @@ class Envelope(BaseModel):
             partition_key=self.event.partition_key,
         )
 
-    def target_extra(self) -> dict[str, Any]:
-        """`extra` for the target event: the source's, without a stale marker, plus ours."""
+    def target_extra(self, coalesced: tuple[int, ...] = ()) -> dict[str, Any]:
+        """`extra` for the target event: the source's, without a stale marker, plus ours.
+
+        `coalesced`: the ids of the source events this write stands for (delivery mode
+        ``coalesce``; this envelope is the newest of them, so its ``extra`` is the one kept).
+        """
         extra = {k: v for k, v in self.event.extra.items() if k != MARKER_KEY}
-        extra[MARKER_KEY] = self.marker().to_json()
+        marker = self.marker()
+        if coalesced:
+            marker = marker.model_copy(update={"coalesced": tuple(coalesced)})
+        extra[MARKER_KEY] = marker.to_json()
         return extra
 
     def to_bytes(self) -> bytes:

@@ -224,6 +224,64 @@ class Parking(Model):
         return parse_duration(self.max_age)
 
 
+class DeliveryMode(StrEnum):
+    """How a target receives the events of one asset (`targets[].delivery.mode`).
+
+    Airflow folds the events that arrive while a consumer run is queued into one run, so a
+    burst of ten events may make one run. `eachEvent` writes every event as it comes (that
+    folding happens; the default). `oneRunPerEvent` writes an asset's next event only once
+    the target has consumed the previous one (no consumer DAG still has it queued), so each
+    source event makes its own consumer run: that asset then flows at its consumer's pace.
+    `coalesce` turns the events of one asset that arrive within `window` into one target
+    event whose marker lists the source event ids: for hot assets where only the latest
+    matters.
+    """
+
+    EACH_EVENT = "eachEvent"
+    ONE_RUN_PER_EVENT = "oneRunPerEvent"
+    COALESCE = "coalesce"
+
+
+#: Bounds of `delivery.window`: below 100 ms nothing would coalesce; above 10 minutes the
+#: events would sit uncommitted longer than a consumer group session is worth holding.
+MIN_COALESCE_WINDOW = timedelta(milliseconds=100)
+MAX_COALESCE_WINDOW = timedelta(minutes=10)
+
+
+class Delivery(Model):
+    """`targets[].delivery`: the delivery mode, and the window of `coalesce` (only there)."""
+
+    mode: DeliveryMode = DeliveryMode.EACH_EVENT
+    window: str | None = None
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            window = parse_duration(value)
+        except ValueError as exc:
+            raise ValueError(f"delivery.window: {exc}") from None
+        if not MIN_COALESCE_WINDOW <= window <= MAX_COALESCE_WINDOW:
+            raise ValueError(f"delivery.window {value!r} must be between 100ms and 10m")
+        return value
+
+    @model_validator(mode="after")
+    def _window_only_for_coalesce(self) -> Self:
+        if self.mode == DeliveryMode.COALESCE and self.window is None:
+            raise ValueError("delivery.window is required when delivery.mode is coalesce")
+        if self.mode != DeliveryMode.COALESCE and self.window is not None:
+            raise ValueError(
+                f"delivery.window is only for delivery.mode coalesce, not {self.mode.value}"
+            )
+        return self
+
+    @property
+    def window_seconds(self) -> float:
+        return 0.0 if self.window is None else parse_duration(self.window).total_seconds()
+
+
 class Target(Endpoint):
     """A target Airflow instance plus how events are mapped into it."""
 
@@ -231,6 +289,7 @@ class Target(Endpoint):
     rewrite: list[RewriteRule] = []
     on_unknown_asset: UnknownAssetPolicy = UnknownAssetPolicy.RETRY
     parking: Parking = Parking()
+    delivery: Delivery = Delivery()
 
     def map_uri(self, uri: str) -> str:
         """Apply the first rewrite rule that matches (rules are tried in order)."""

@@ -120,7 +120,9 @@ class SourceStatus(StatusModel):
 
 
 class ParkedEvent(StatusModel):
-    """One event waiting for its asset to exist in the target: what is needed to write it.
+    """One event waiting for its asset to exist in the target, or (delivery mode
+    ``oneRunPerEvent``) for a consumer to take the asset's previous event: what is needed to
+    write it.
 
     ``origin``, ``sync``, ``id`` and ``timestamp`` rebuild the marker; ``extra`` is the
     source's ``extra`` as JSON text (a string, so the CRD's status schema stays structural
@@ -138,10 +140,16 @@ class ParkedEvent(StatusModel):
     parked_at: datetime
 
 
+#: Why an asset's events are parked: the target does not know the asset yet, or (delivery
+#: mode ``oneRunPerEvent``) a consumer DAG of the target still has its previous event queued.
+ParkReason = Literal["unknownAsset", "awaitingConsumer"]
+
+
 class ParkedAsset(StatusModel):
     """Events of one target asset (the URI as written, after rewrite rules) parked in order."""
 
     uri: str
+    reason: ParkReason = "unknownAsset"
     count: int = 0
     #: Source time of the oldest parked event, and when it was parked.
     oldest_event_time: datetime | None = None
@@ -165,10 +173,13 @@ class TargetStatus(StatusModel):
     events_skipped: int = 0
     events_deduplicated: int = 0
     events_failed: int = 0
+    #: Source events written inside another event's target event (``coalesce``): a write of
+    #: n events adds n - 1 here and n to ``events_replayed``.
+    events_coalesced: int = 0
     lag_seconds: float | None = None
     unknown_assets: list[str] = Field(default_factory=list)
-    #: Events parked per unknown asset (``onUnknownAsset: retry``), durable here until
-    #: written: see `worker.parking`.
+    #: Events parked per unknown asset (``onUnknownAsset: retry``) or held for a consumer
+    #: (``oneRunPerEvent``), durable here until written: see `worker.parking`.
     parked: list[ParkedAsset] = Field(default_factory=list)
     parked_events: int = 0
     last_error: str | None = None

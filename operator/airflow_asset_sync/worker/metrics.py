@@ -157,7 +157,21 @@ class WorkerMetrics:
         )
         self.parked_events = Gauge(
             f"{PREFIX}_parked_events",
-            "Events parked because the target does not know their asset yet (policy retry)",
+            "Events parked because the target does not know their asset yet (policy retry), "
+            "or held for a consumer (delivery oneRunPerEvent)",
+            ["target"],
+            registry=r,
+        )
+        self.awaiting_consumer_events = Gauge(
+            f"{PREFIX}_awaiting_consumer_events",
+            "Events held (delivery oneRunPerEvent) until a consumer DAG of the target takes "
+            "the asset's previous event; also counted in parked_events",
+            ["target"],
+            registry=r,
+        )
+        self.events_coalesced = Counter(
+            f"{PREFIX}_events_coalesced",
+            "Source events written inside another event's target event (delivery coalesce)",
             ["target"],
             registry=r,
         )
@@ -260,7 +274,7 @@ class AssetLag:
         self._shown = set(shown)
 
 
-Method = Literal["list_events", "post_event", "asset_exists"]
+Method = Literal["list_events", "post_event", "asset_exists", "queued_consumers"]
 
 
 class InstrumentedClient:
@@ -304,6 +318,10 @@ class InstrumentedClient:
     async def asset_exists(self, uri: str) -> bool:
         with self._timed("asset_exists"):
             return await self._inner.asset_exists(uri)
+
+    async def queued_consumers(self, uri: str) -> int:
+        with self._timed("queued_consumers"):
+            return await self._inner.queued_consumers(uri)
 
     async def aclose(self) -> None:
         await self._inner.aclose()

@@ -21,6 +21,12 @@ Limits, per target (`ParkingLimits`):
 - ``max_age``: an event parked longer than this is dropped with a warning and counted in
   ``eventsSkipped`` (metric reason ``parked_expired``).
 
+The same lot holds the events of delivery mode ``oneRunPerEvent`` that wait for a consumer
+DAG to take the asset's previous event (reason ``awaitingConsumer``): durable, committed and
+out of the way of other assets in the same way. Those never expire: the consumer is there,
+only slow (or stopped), and dropping its events would lose them; the count and byte limits
+still apply (back-pressure).
+
 This module is the bookkeeping only (pure, no I/O); the replayer probes, writes and saves.
 """
 
@@ -31,7 +37,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from airflow_asset_sync.api.events import Envelope, SourceEvent
-from airflow_asset_sync.api.status import ParkedAsset, ParkedEvent, TargetStatus
+from airflow_asset_sync.api.status import ParkedAsset, ParkedEvent, ParkReason, TargetStatus
 
 #: (origin, source event id, sync), as `replayer.Key`.
 Key = tuple[str, int, str]
@@ -129,6 +135,15 @@ class ParkingLot:
     def holds(self, key: Key) -> bool:
         return key in self._keys
 
+    def reason(self, uri: str) -> ParkReason | None:
+        asset = self._find(uri)
+        return asset.reason if asset is not None else None
+
+    def set_reason(self, uri: str, reason: ParkReason) -> None:
+        asset = self._find(uri)
+        if asset is not None:
+            asset.reason = reason
+
     def head(self, uri: str) -> ParkedEvent | None:
         asset = self._find(uri)
         return asset.events[0] if asset is not None and asset.events else None
@@ -141,15 +156,24 @@ class ParkingLot:
 
     # -- changes -------------------------------------------------------------------------------
 
-    def park(self, uri: str, envelope: Envelope, now: datetime) -> bool:
-        """Append `envelope` to `uri`'s queue; False if it was already parked (idempotent)."""
+    def park(
+        self,
+        uri: str,
+        envelope: Envelope,
+        now: datetime,
+        reason: ParkReason = "unknownAsset",
+    ) -> bool:
+        """Append `envelope` to `uri`'s queue; False if it was already parked (idempotent).
+
+        `reason` applies when this starts the asset's queue; a queue keeps its reason.
+        """
         event = parked_event(envelope, now)
         key = key_of(event)
         if key in self._keys:
             return False
         asset = self._find(uri)
         if asset is None:
-            asset = ParkedAsset(uri=uri)
+            asset = ParkedAsset(uri=uri, reason=reason)
             self._status.parked.append(asset)
         asset.events.append(event)
         asset.refresh()
@@ -172,10 +196,15 @@ class ParkingLot:
         return event
 
     def expire(self, now: datetime) -> list[tuple[str, ParkedEvent]]:
-        """Drop and return the events parked longer than the maximum age."""
+        """Drop and return the events parked longer than the maximum age.
+
+        Events awaiting a consumer (``oneRunPerEvent``) are kept, however old.
+        """
         cutoff = now - self.limits.max_age
         dropped: list[tuple[str, ParkedEvent]] = []
         for asset in list(self._status.parked):
+            if asset.reason == "awaitingConsumer":
+                continue
             if asset.parked_since is None or asset.parked_since > cutoff:
                 continue
             kept = []

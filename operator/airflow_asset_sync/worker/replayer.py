@@ -42,6 +42,22 @@ Exactly-once in the target, on top of at-least-once delivery:
 - A replayed delivery (``spec.replay``, flagged on its envelope) is checked against every
   copy of its asset in the target since the replay's start, however old (`replay_dedup`).
 
+Delivery modes (``targets[].delivery``):
+
+- ``eachEvent`` (default): every event is written as it comes; Airflow may fold a burst into
+  one consumer run.
+- ``oneRunPerEvent``: before writing, the target's queued events of the asset are read; while
+  a consumer DAG still has one queued (no run created for it yet), the event is *held*: parked
+  like an unknown asset's events (reason ``awaitingConsumer``, saved in status, committed),
+  so other assets keep flowing, and the background task writes the held events one at a time,
+  each once the previous one has left the queue. The check is made against the target every
+  time, never remembered, so it holds across restarts. A paused consumer is never queued, so
+  it holds nothing back (and gets no runs).
+- ``coalesce``: after the first delivery of a batch, more are gathered until ``window`` has
+  passed (or ``commit_batch`` is reached); the deliveries of one asset in the batch are then
+  written as one target event: the newest event's ``extra``, with a marker that lists every
+  source event id (``coalesced``), which dedup, replay dedup and verify all read.
+
 One writer per sync (in a cluster, `lease`): with a `fence`, every write waits until the
 worker holds its sync's Lease. If the lease was lost and then taken back after another
 holder had it, that holder may have written what is pending here, so the next `commit_batch`
@@ -60,8 +76,8 @@ from datetime import datetime
 from typing import Literal
 
 from airflow_asset_sync.api.events import Envelope, Marker
-from airflow_asset_sync.api.spec import Target, UnknownAssetPolicy
-from airflow_asset_sync.api.status import MAX_UNKNOWN_ASSETS, TargetStatus
+from airflow_asset_sync.api.spec import DeliveryMode, Target, UnknownAssetPolicy
+from airflow_asset_sync.api.status import MAX_UNKNOWN_ASSETS, ParkReason, TargetStatus
 from airflow_asset_sync.clients.airflow.base import (
     AirflowClient,
     AssetNotFound,
@@ -90,6 +106,7 @@ SaveTarget = Callable[[TargetStatus], Awaitable[None]]
 class Outcome(enum.Enum):
     DONE = "done"  # written, deduplicated, skipped or given up: committable
     UNKNOWN = "unknown"  # the target does not know the asset (policy retry): park it
+    WAIT = "wait"  # oneRunPerEvent: a consumer still has the previous event queued: hold it
     STOPPED = "stopped"  # stopped before it was done
 
 
@@ -125,6 +142,9 @@ class ReplayerOptions:
     park_probe_backoff: BackoffPolicy = UNKNOWN_ASSET_BACKOFF
     #: Seconds between looks at the parked events (due probes, expiry, gauges).
     tend_interval: float = 1.0
+    #: Seconds between looks at the queued events of an asset whose events wait for a
+    #: consumer (``oneRunPerEvent``): about one scheduler loop.
+    consume_probe_interval: float = 1.0
 
 
 class Replayer:
@@ -156,6 +176,7 @@ class Replayer:
         #: Copies by marker for replayed deliveries (`spec.replay`): see `replay_dedup`.
         self._replays = ReplayMarkers(client, clock=clock, target=target.name)
         self._semaphore = asyncio.Semaphore(options.concurrency)
+        self._mode = target.delivery.mode
         self._log_extra = {"target": target.name}
         self._failures = FailureReport(status, side="Target", clock=clock)
         self._fence = fence
@@ -215,17 +236,55 @@ class Replayer:
             if deliveries is None:
                 break
             if deliveries:
+                if self._mode is DeliveryMode.COALESCE:
+                    deliveries = await self._gather(deliveries, stop)
                 await self.replay(deliveries, stop)
             else:
                 self._idle()
 
-    async def _fetch_or_stop(self, stop: asyncio.Event) -> list[Delivery] | None:
+    async def _gather(self, first: list[Delivery], stop: asyncio.Event) -> list[Delivery]:
+        """``coalesce``: fetch on until the window since `first` has passed, or a full batch.
+
+        Nothing is committed meanwhile, and never more than `commit_batch` deliveries are
+        held, so a crash loses nothing and the restart dedup still covers what was held. A
+        stop ends the gathering early; what was gathered is written as usual.
+        """
+        batch = list(first)
+        deadline = self._clock.monotonic() + self._target.delivery.window_seconds
+        while len(batch) < self._options.commit_batch and not stop.is_set():
+            remaining = deadline - self._clock.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                more = await self._fetch_or_stop(
+                    stop,
+                    limit=self._options.commit_batch - len(batch),
+                    wait_s=min(remaining, self._options.fetch_timeout),
+                )
+            except Exception as exc:
+                self._error("fetch", exc, message="fetch from the transport failed")
+                break  # write what was gathered; the loop retries fetching
+            if more is None:
+                break
+            batch.extend(more)
+            remaining = deadline - self._clock.monotonic()
+            # An empty fetch may return at once (a closed channel): pace the loop.
+            if not more and remaining > 0:
+                await sleep_or_stop(self._clock, stop, min(remaining, 0.05))
+        return batch
+
+    async def _fetch_or_stop(
+        self, stop: asyncio.Event, *, limit: int | None = None, wait_s: float | None = None
+    ) -> list[Delivery] | None:
         """Fetch, abandoning the wait when asked to stop.
 
         Abandoning a fetch is safe: nothing fetched is committed, so a restart gets it again.
         """
         fetch = asyncio.ensure_future(
-            self._subscription.fetch(self._options.commit_batch, self._options.fetch_timeout)
+            self._subscription.fetch(
+                limit if limit is not None else self._options.commit_batch,
+                wait_s if wait_s is not None else self._options.fetch_timeout,
+            )
         )
         stopper = asyncio.ensure_future(stop.wait())
         try:
@@ -272,14 +331,40 @@ class Replayer:
                     outcome = await self._deliver(envelope, uri, index in suspect, stop)
                 if outcome is Outcome.STOPPED:
                     return
-                if outcome is Outcome.UNKNOWN:
-                    if not await self._park(envelope, uri, stop):
+                if outcome in (Outcome.UNKNOWN, Outcome.WAIT):
+                    reason: ParkReason = (
+                        "awaitingConsumer" if outcome is Outcome.WAIT else "unknownAsset"
+                    )
+                    if not await self._park(envelope, uri, stop, reason=reason):
                         return
                     parked.add(index)
                     continue
                 done.add(index)
 
-        await asyncio.gather(*(run_group(uri, idx) for uri, idx in groups.items()))
+        async def run_coalesced(uri: str, indexes: list[int]) -> None:
+            """One write for the asset's deliveries of this batch (``coalesce``)."""
+            envelopes = [deliveries[i].envelope for i in indexes]
+            members = [e for e in envelopes if e is not None]
+            if self._lot.is_parked(uri):
+                outcome = Outcome.UNKNOWN
+            else:
+                check = any(i in suspect for i in indexes)
+                outcome = await self._deliver(
+                    members[-1], uri, check, stop, coalesced=tuple(members[:-1])
+                )
+            if outcome is Outcome.STOPPED:
+                return
+            if outcome is Outcome.UNKNOWN:
+                # Parked one by one, in order; written one by one once the asset exists.
+                for index, envelope in zip(indexes, members, strict=True):
+                    if not await self._park(envelope, uri, stop):
+                        return
+                    parked.add(index)
+                return
+            done.update(indexes)
+
+        runner = run_coalesced if self._mode is DeliveryMode.COALESCE else run_group
+        await asyncio.gather(*(runner(uri, idx) for uri, idx in groups.items()))
         self._pending = {}
         if self._suspect_left <= 0:
             self._suspect_cache.clear()
@@ -332,16 +417,27 @@ class Replayer:
         stop: asyncio.Event,
         *,
         parked: bool = False,
+        coalesced: tuple[Envelope, ...] = (),
     ) -> Outcome:
         """Write one event (or decide not to).
 
         `parked`: a parked event being drained (not counted in the lag of pending work).
+        `coalesced`: older events of the asset written in the same target event as this one
+        (``coalesce``); each is checked for an earlier copy on its own, and the write lists
+        the ids of those left.
         """
-        key: Key = envelope.marker().key
-        if key in self._recent:
-            self._recent.move_to_end(key)
-            self._deduplicated(envelope, uri, "recently written", lag=not parked)
+        lag = not parked
+        members: list[Envelope] = []
+        for member in (*coalesced, envelope):
+            member_key = member.marker().key
+            if member_key in self._recent:
+                self._recent.move_to_end(member_key)
+                self._deduplicated(member, uri, "recently written", lag=lag)
+            else:
+                members.append(member)
+        if not members:
             return Outcome.DONE
+        envelope = members[-1]
         check: Check = "cached" if suspect else None
         if self._recheck_left > 0:
             self._recheck_left -= 1
@@ -358,22 +454,38 @@ class Replayer:
                     check = "fresh"
             try:
                 async with self._semaphore:
-                    if await self._replays.holds(envelope, uri):
-                        why = "replay: already in target"
-                        self._deduplicated(envelope, uri, why, lag=not parked)
-                        return Outcome.DONE
-                    if check is not None:
-                        if await self._in_target(uri, key, cached=check == "cached"):
-                            self._deduplicated(envelope, uri, "already in target", lag=not parked)
-                            return Outcome.DONE
+                    kept = []
+                    for member in members:
+                        if await self._replays.holds(member, uri):
+                            self._deduplicated(member, uri, "replay: already in target", lag=lag)
+                        else:
+                            kept.append(member)
+                    members = kept
+                    if check is not None and members:
+                        keys = await self._target_keys(uri, cached=check == "cached")
+                        for member in [m for m in members if m.marker().key in keys]:
+                            self._deduplicated(member, uri, "already in target", lag=lag)
+                        members = [m for m in members if m.marker().key not in keys]
                         check = None
+                    if not members:
+                        return Outcome.DONE
+                    envelope = members[-1]
+                    if (
+                        self._mode is DeliveryMode.ONE_RUN_PER_EVENT
+                        and await self._client.queued_consumers(uri) > 0
+                    ):
+                        return Outcome.WAIT
+                    ids = tuple(m.event.id for m in members) if len(members) > 1 else ()
                     await self._client.post_event(
-                        uri, envelope.target_extra(), partition_key=envelope.event.partition_key
+                        uri,
+                        envelope.target_extra(coalesced=ids),
+                        partition_key=envelope.event.partition_key,
                     )
             except AssetNotFound:
                 self._unknown_asset(uri, add=True)
                 if self._target.on_unknown_asset == UnknownAssetPolicy.SKIP:
-                    self._skipped(envelope, "unknown_asset", lag=not parked)
+                    for member in members:
+                        self._skipped(member, "unknown_asset", lag=lag)
                     return Outcome.DONE
                 self._metrics.unknown_asset_retries.labels(target=self._target.name).inc()
                 return Outcome.UNKNOWN
@@ -382,7 +494,8 @@ class Replayer:
                 # One event refused is that event's problem (eventsFailed), not the target's.
                 self._error("rejected", exc, uri=uri, report=False)
                 if rejections >= self._options.max_rejections:
-                    self._failed(envelope, uri, exc, lag=not parked)
+                    for member in members:
+                        self._failed(member, uri, exc, lag=lag)
                     return Outcome.DONE
                 delay = backoff.next()
             except AuthFailed as exc:
@@ -394,7 +507,13 @@ class Replayer:
                 check = check or "fresh"
                 delay = backoff.next()
             else:
-                self._written(envelope, uri, key, lag=not parked)
+                for member in members:
+                    self._written(member, uri, member.marker().key, lag=lag)
+                if len(members) > 1:
+                    self.status.events_coalesced += len(members) - 1
+                    self._metrics.events_coalesced.labels(target=self._target.name).inc(
+                        len(members) - 1
+                    )
                 return Outcome.DONE
             self._refresh_lag()
             if await sleep_or_stop(self._clock, stop, delay):
@@ -411,13 +530,14 @@ class Replayer:
             extra={**self._log_extra, "deliveries": self._recheck_left},
         )
 
-    async def _in_target(self, uri: str, key: Key, *, cached: bool) -> bool:
+    async def _target_keys(self, uri: str, *, cached: bool) -> set[Key]:
+        """Marker keys in the target for the asset; `cached` for the suspect window."""
         if cached and uri in self._suspect_cache:
-            return key in self._suspect_cache[uri]
+            return self._suspect_cache[uri]
         keys = await self._marker_keys(uri)
         if cached:
             self._suspect_cache[uri] = keys
-        return key in keys
+        return keys
 
     async def _marker_keys(self, uri: str) -> set[Key]:
         """Marker keys on the target's newest events of this asset."""
@@ -441,15 +561,24 @@ class Replayer:
             for event in page.events:
                 marker = Marker.from_extra(event.extra)
                 if marker is not None:
-                    keys.add(marker.key)
+                    keys.update(marker.keys)  # every id of a coalesced event
             if len(page.events) + len(page.invalid) < limit:
                 break
         return keys
 
     # -- parked events (unknown assets) ------------------------------------------------------
 
-    async def _park(self, envelope: Envelope, uri: str, stop: asyncio.Event) -> bool:
+    async def _park(
+        self,
+        envelope: Envelope,
+        uri: str,
+        stop: asyncio.Event,
+        *,
+        reason: ParkReason = "unknownAsset",
+    ) -> bool:
         """Park one delivery behind its asset's queue; False if stopped while parking is full.
+
+        `reason` ``awaitingConsumer``: held for ``oneRunPerEvent`` (no unknown asset listed).
 
         Past the limits nothing is dropped: this waits (back-pressure on this target, as
         before parking existed) until probes or expiry make room.
@@ -459,24 +588,31 @@ class Replayer:
         if self._lot.holds(key):
             return True  # delivered again (a restart) while still parked
         backoff: Backoff | None = None
-        while (reason := self._lot.full()) is not None:
+        while (full := self._lot.full()) is not None:
             # Set on every round: a write of another asset in the batch clears it.
-            self.status.last_error = f"parking full, this target waits: {reason}"
+            self.status.last_error = f"parking full, this target waits: {full}"
             if backoff is None:
                 backoff = self._options.backoff.start()
                 log.warning(
                     "parked events at their limit; holding this target's stream until "
                     "room is made (an asset appears, or events expire)",
-                    extra={**self._log_extra, "asset_uri": uri, "reason": reason},
+                    extra={**self._log_extra, "asset_uri": uri, "reason": full},
                 )
             self._refresh_lag()
             if await sleep_or_stop(self._clock, stop, backoff.next()):
                 return False
         first = not self._lot.is_parked(uri)
-        self._lot.park(uri, envelope, self._clock.now())
+        self._lot.park(uri, envelope, self._clock.now(), reason=reason)
         self._lot_dirty = True
         self._lot_changed.set()
-        if first:
+        if first and reason == "awaitingConsumer":
+            self._probe_at[uri] = self._clock.monotonic() + self._options.consume_probe_interval
+            log.info(
+                "a consumer DAG of the target still has the asset's previous event queued; "
+                "holding its events until it runs (oneRunPerEvent)",
+                extra={**self._log_extra, "asset_uri": uri, "event_id": envelope.event.id},
+            )
+        elif first:
             self._schedule_probe(uri)
             self._unknown_asset(uri, add=True)
             self.status.last_error = f"asset {uri!r} does not exist in the target; parked"
@@ -512,6 +648,8 @@ class Replayer:
     def _set_gauges(self) -> None:
         name = self._target.name
         self._metrics.parked_events.labels(target=name).set(self._lot.total)
+        awaiting = sum(a.count for a in self._lot.assets if a.reason == "awaitingConsumer")
+        self._metrics.awaiting_consumer_events.labels(target=name).set(awaiting)
         oldest = self._lot.oldest_parked_at()
         age = 0.0 if oldest is None else (self._clock.now() - oldest).total_seconds()
         self._metrics.parked_oldest_age.labels(target=name).set(max(0.0, age))
@@ -573,8 +711,10 @@ class Replayer:
     async def _drain(self, uri: str, stop: asyncio.Event) -> None:
         """Probe one parked asset; if it exists, write its parked events in order."""
         skip = self._target.on_unknown_asset == UnknownAssetPolicy.SKIP
+        awaiting = self._lot.reason(uri) == "awaitingConsumer"
         try:
-            if not skip and not await self._client.asset_exists(uri):
+            # Held for a consumer: the asset is known; the write itself reads the queue.
+            if not skip and not awaiting and not await self._client.asset_exists(uri):
                 self._schedule_probe(uri)
                 return
             keys: set[Key] = set()
@@ -585,10 +725,11 @@ class Replayer:
             self._error("probe", exc, uri=uri, message="probing a parked asset failed")
             self._schedule_probe(uri)
             return
-        log.info(
-            "asset exists in the target now; writing its parked events",
-            extra={**self._log_extra, "asset_uri": uri, "parked": len(self._lot_events(uri))},
-        )
+        if not awaiting:
+            log.info(
+                "asset exists in the target now; writing its parked events",
+                extra={**self._log_extra, "asset_uri": uri, "parked": len(self._lot_events(uri))},
+            )
         since_save = 0
         while (head := self._lot.head(uri)) is not None:
             envelope = to_envelope(uri, head)
@@ -600,8 +741,18 @@ class Replayer:
                     self._lot_suspect.add(uri)  # a write may have landed unseen
                     return
                 if outcome is Outcome.UNKNOWN:
+                    self._lot.set_reason(uri, "unknownAsset")
                     self._schedule_probe(uri)  # gone again (or a stale id): keep waiting
                     return
+                if outcome is Outcome.WAIT:
+                    # The consumer has not taken the event written before: look again soon.
+                    if self._lot.reason(uri) != "awaitingConsumer":
+                        self._lot.set_reason(uri, "awaitingConsumer")
+                        self._lot_dirty = True
+                        self._unknown_asset(uri, add=False)
+                    interval = self._options.consume_probe_interval
+                    self._probe_at[uri] = self._clock.monotonic() + interval
+                    return  # `tend` saves what was written (the lot is dirty)
             self._lot.pop_head(uri)
             self._lot_dirty = True
             self._set_gauges()

@@ -68,5 +68,5 @@ async def marker_keys(client: AirflowClient, uri: str, since: datetime) -> set[M
         for event in page.events:
             marker = Marker.from_extra(event.extra)
             if marker is not None and event.timestamp >= since:
-                keys.add(marker.key)
+                keys.update(marker.keys)  # every id of a coalesced event
     return keys

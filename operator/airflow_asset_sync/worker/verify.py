@@ -204,7 +204,8 @@ def delivered_counts(events: Iterable[SourceEvent], *, origin: str, sync: str) -
     for event in events:
         marker = Marker.from_extra(event.extra)
         if marker is not None and marker.origin == origin and marker.sync == sync:
-            counts[marker.event_id] += 1
+            # A coalesced target event (delivery coalesce) delivers every id it lists.
+            counts.update(marker.event_ids)
     return counts
 
 

@@ -400,3 +400,47 @@ async def test_a_page_with_more_rows_than_asked_for_is_bad_response() -> None:
             await api.list_events(EventQuery(limit=3))
         page = await api.list_events(EventQuery(limit=4))  # four asked, four sent: a page
     assert [e.id for e in page.events] == [1, 2, 2, 3]
+
+
+# -- queued events (delivery mode oneRunPerEvent) ----------------------------------------------
+# Shaped like 2.11.2's get_dataset_queued_events: 404 when nothing is queued.
+
+
+QUEUED_V1 = f"/api/v1/datasets/queuedEvent/{URI}"  # httpx shows the path decoded
+
+
+def _queued(*dag_ids: str, asset: dict[str, object]) -> dict[str, object]:
+    rows = [{"dag_id": d, "created_at": "2026-12-02T06:00:00+00:00", **asset} for d in dag_ids]
+    return {"queued_events": rows, "total_entries": len(rows)}
+
+
+async def test_v1_counts_the_dags_that_have_the_dataset_queued() -> None:
+    fake = Fake2x()
+    fake.override[QUEUED_V1] = lambda r: httpx.Response(
+        200, json=_queued("consume_a", "consume_b", asset={"uri": URI})
+    )
+    async with client(fake) as api:
+        assert await api.queued_consumers(URI) == 2
+    (request,) = fake.requests
+    assert request.method == "GET"
+    assert ENCODED_URI in str(request.url)  # the URI is sent percent-encoded whole
+
+
+async def test_v1_404_means_nothing_queued_for_a_known_dataset() -> None:
+    fake = Fake2x()
+    fake.override[QUEUED_V1] = lambda r: httpx.Response(
+        404, json={"title": "Queue event not found", "status": 404}
+    )
+    async with client(fake) as api:
+        assert await api.queued_consumers(URI) == 0
+
+
+async def test_v1_404_for_an_unknown_dataset_is_asset_not_found() -> None:
+    fake = Fake2x()
+    unknown = "s3://bucket/nobody"
+    fake.override[f"/api/v1/datasets/queuedEvent/{unknown}"] = lambda r: httpx.Response(
+        404, json={"title": "Queue event not found", "status": 404}
+    )
+    async with client(fake) as api:
+        with pytest.raises(AssetNotFound, match="nobody"):
+            await api.queued_consumers(unknown)

@@ -561,3 +561,44 @@ async def test_detected_server_version_is_used_without_asking() -> None:
     assert fake.of("GET", "/api/v2/version") == []
     (body,) = [json.loads(p.content) for p in fake.of("POST", "/api/v2/assets/events")]
     assert body["partition_key"] == "p1"
+
+
+# -- queued events (delivery mode oneRunPerEvent) ----------------------------------------------
+# Shaped like 3.3.2's get_asset_queued_events: an empty list when nothing is queued.
+
+
+QUEUED_V2 = "/api/v2/assets/3/queuedEvents"
+
+
+def _queued(*dag_ids: str, asset: dict[str, object]) -> dict[str, object]:
+    rows = [{"dag_id": d, "created_at": "2026-12-02T06:00:00+00:00", **asset} for d in dag_ids]
+    return {"queued_events": rows, "total_entries": len(rows)}
+
+
+async def test_v2_counts_rows_and_an_empty_list_is_zero() -> None:
+    fake = Fake3x()
+    answers = [_queued("consume_a", asset={"asset_id": 3}), _queued(asset={"asset_id": 3})]
+    fake.override[QUEUED_V2] = lambda r: httpx.Response(200, json=answers.pop(0))
+    async with client(fake) as api:
+        assert await api.queued_consumers(URI) == 1
+        assert await api.queued_consumers(URI) == 0
+    assert len([r for r in fake.requests if r.url.path == "/api/v2/assets"]) == 1  # id cached
+
+
+async def test_v2_unknown_asset_is_asset_not_found() -> None:
+    async with client(Fake3x()) as api:
+        with pytest.raises(AssetNotFound):
+            await api.queued_consumers("s3://bucket/nobody")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"queued_events": None}, {"queued_events": [{"created_at": "x"}]}, ["not", "an object"]],
+    ids=["no-array", "row-without-dag-id", "not-an-object"],
+)
+async def test_a_garbled_answer_is_bad_response_never_read_as_consumed(body: object) -> None:
+    fake = Fake3x()
+    fake.override[QUEUED_V2] = lambda r: httpx.Response(200, json=body)
+    async with client(fake) as api:
+        with pytest.raises(BadResponse, match="queued"):
+            await api.queued_consumers(URI)

@@ -82,6 +82,14 @@ class FakeAirflow:
         #: Listings in flight now, and the most seen at once.
         self.listing = 0
         self.max_listing = 0
+        #: Consumer DAGs scheduled on an asset (unpaused), and the queue rows the scheduler
+        #: has not turned into runs yet: each created event queues every consumer of its
+        #: asset, as ``register_asset_change`` does; `run_consumers` plays the scheduler.
+        self.consumers: dict[str, set[str]] = {}
+        self.queued: dict[str, set[str]] = {}
+        #: Consumer runs per DAG, and the event ids each one consumed (what was queued).
+        self.runs: dict[str, list[list[int]]] = {}
+        self._queued_ids: dict[str, list[int]] = {}
         self._next_id = 1
 
     # -- server side --------------------------------------------------------------------------
@@ -120,6 +128,19 @@ class FakeAirflow:
         self._next_id += 1
         self.rows.append(event)
         return event
+
+    def add_consumer(self, uri: str, dag_id: str) -> None:
+        self.add_asset(uri)
+        self.consumers.setdefault(uri, set()).add(dag_id)
+        self.runs.setdefault(dag_id, [])
+
+    def run_consumers(self) -> None:
+        """One scheduler loop: every queued (DAG, asset) becomes one run, the queue empties."""
+        for uri, dags in self.queued.items():
+            for dag_id in sorted(dags):
+                self.runs[dag_id].append(list(self._queued_ids.get(uri, [])))
+            dags.clear()
+            self._queued_ids[uri] = []
 
     def events_of(self, uri: str) -> list[SourceEvent]:
         return [e for e in self.rows if e.uri == uri]
@@ -191,7 +212,11 @@ class FakeAirflow:
         self.now += timedelta(milliseconds=1)
         # Like the real clients: only a 3.x (here: v2) server keeps a partition key.
         key = partition_key if self.api_version == "v2" else None
-        return self.emit(uri, at=self.now, extra=stored, source_dag_id=None, partition_key=key)
+        event = self.emit(uri, at=self.now, extra=stored, source_dag_id=None, partition_key=key)
+        if self.consumers.get(uri):
+            self.queued.setdefault(uri, set()).update(self.consumers[uri])
+            self._queued_ids.setdefault(uri, []).append(event.id)
+        return event
 
 
 class FakeClient:
@@ -246,6 +271,16 @@ class FakeClient:
 
     async def asset_exists(self, uri: str) -> bool:
         return uri in self.server.assets
+
+    async def queued_consumers(self, uri: str) -> int:
+        server = self.server
+        server.requests.append(("queued_consumers", uri))
+        await asyncio.sleep(0)
+        if server.list_failures:
+            raise server.list_failures.popleft()
+        if uri not in server.assets:
+            raise AssetNotFound(f"asset {uri!r} not found")
+        return len(server.queued.get(uri, ()))
 
     async def aclose(self) -> None:
         self.closed = True

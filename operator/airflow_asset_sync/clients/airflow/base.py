@@ -150,4 +150,14 @@ class AirflowClient(Protocol):
 
     async def asset_exists(self, uri: str) -> bool: ...
 
+    async def queued_consumers(self, uri: str) -> int:
+        """How many consumer DAGs still have an event of this asset queued (not run yet).
+
+        The scheduler deletes a DAG's queue row for the asset when it creates the run that
+        consumes it, so 0 means every consumer took the last event (delivery mode
+        ``oneRunPerEvent`` waits for it). A paused consumer is never queued. AssetNotFound if
+        the target does not know the asset.
+        """
+        ...
+
     async def aclose(self) -> None: ...

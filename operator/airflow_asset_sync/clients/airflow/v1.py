@@ -32,11 +32,13 @@ from airflow_asset_sync.clients.airflow.wire import (
     page_params,
     parse_event_page,
     parse_posted_event,
+    queued_count,
     type_name,
 )
 
 EVENTS_PATH = "/api/v1/datasets/events"
 DATASETS_PATH = "/api/v1/datasets"
+QUEUED_PATH = "/api/v1/datasets/queuedEvent"
 
 
 class AirflowV1Client(ClientBase):
@@ -95,6 +97,21 @@ class AirflowV1Client(ClientBase):
         except AssetNotFound:
             return False
         return True
+
+    async def queued_consumers(self, uri: str) -> int:
+        """``GET /api/v1/datasets/queuedEvent/{uri}`` (2.9+): the DAGs with it queued.
+
+        2.x answers 404 both for "nothing queued" and for an unknown dataset, so a 404 is
+        told apart by resolving the dataset (cached: a known dataset costs no extra call).
+        """
+        check_uri(uri)
+        reply = await self._http.request(
+            "GET", f"{QUEUED_PATH}/{quote(uri, safe='')}", allow=(404,)
+        )
+        if reply.status == 404:
+            await self.dataset_id(uri)  # AssetNotFound if the dataset is unknown
+            return 0
+        return queued_count(reply.json(), where=reply.where)
 
     async def dataset_id(self, uri: str, *, fresh: bool = False) -> int:
         """The dataset id for exactly this URI (``GET /api/v1/datasets/{uri}``).

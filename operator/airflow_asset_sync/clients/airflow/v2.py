@@ -34,6 +34,7 @@ from airflow_asset_sync.clients.airflow.wire import (
     page_params,
     parse_event_page,
     parse_posted_event,
+    queued_count,
     supports_partition_key,
     type_name,
 )
@@ -107,6 +108,29 @@ class AirflowV2Client(ClientBase):
         except AssetNotFound:
             return False
         return True
+
+    async def queued_consumers(self, uri: str) -> int:
+        """``GET /api/v2/assets/{asset_id}/queuedEvents``: the DAGs with the asset queued.
+
+        An empty list (not a 404) means none; a 404 with a cached id means the asset was
+        re-created under a new id, so the id is resolved once more.
+        """
+        check_uri(uri)
+        cached = uri in self._ids
+        asset_id = await self.asset_id(uri)
+        path = f"{ASSETS_PATH}/{asset_id}/queuedEvents"
+        reply = await self._http.request("GET", path, allow=(404,))
+        if reply.status == 404:
+            self._ids.pop(uri, None)
+            if not cached:
+                raise not_found(reply, f"asset {uri!r} (id {asset_id})")
+            fresh_id = await self.asset_id(uri, fresh=True)
+            path = f"{ASSETS_PATH}/{fresh_id}/queuedEvents"
+            reply = await self._http.request("GET", path, allow=(404,))
+            if reply.status == 404:
+                self._ids.pop(uri, None)
+                raise not_found(reply, f"asset {uri!r} (id {fresh_id})")
+        return queued_count(reply.json(), where=reply.where)
 
     async def asset_id(self, uri: str, *, fresh: bool = False) -> int:
         """The id of the active asset whose URI is exactly ``uri``; `AssetNotFound` if none."""

@@ -347,6 +347,24 @@ def parse_posted_event(
     )
 
 
+def queued_count(body: object, *, where: str) -> int:
+    """Rows in a queued-events answer (both APIs: ``{"queued_events": [...], ...}``).
+
+    The rows are counted, not ``total_entries`` trusted, and each must name its ``dag_id``:
+    a garbled answer must not read as "consumed" and let the next event fold into a run.
+    """
+    if not isinstance(body, dict):
+        raise BadResponse(f"{where}: expected a JSON object, got {type_name(body)}")
+    rows = body.get("queued_events")
+    if not isinstance(rows, list):
+        shown = type_name(rows)
+        raise BadResponse(f"{where}: expected 'queued_events' to be an array, got {shown}")
+    for row in rows:
+        if not isinstance(row, dict) or not isinstance(row.get("dag_id"), str):
+            raise BadResponse(f"{where}: a queued event has no string 'dag_id'")
+    return len(rows)
+
+
 def page_params(query: EventQuery) -> dict[str, str | int]:
     """limit/offset/order_by shared by both listings, checked before anything is sent.
 
