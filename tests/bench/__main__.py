@@ -12,7 +12,8 @@ Sections (`--only` takes any of them; default all):
     naive         (6) a naive 60 s poller (runs while the backlog is created, if both run)
     assetwatcher  (6) Airflow 3 AssetWatcher + KafkaMessageQueueTrigger at its defaults
     operator      (5) 200 AirflowAssetSync objects: time to Ready, operator RSS
-    push          (7) sparse events with and without the listener plugin's pokes (issue 13)
+    push          (7) pokes vs none vs the listener -> REST recipe: sparse, bursts, target
+                  down, idle cost, restart after SIGKILL (issue 13)
 
 Writes results/<UTC timestamp>/ with report.md, report.json, PNG charts and, with
 `--profile`, py-spy profiles of the worker and the operator. Not part of the test suite.
@@ -290,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
                 run_parking(stack, results, profile)
         if "push" in wanted:
             with section(results, "push"):
-                run_push(stack, results, events=profile.push_events, gap_s=profile.push_gap_s)
+                run_push(stack, results, profile)
         if "idle" in wanted:
             with section(results, "idle"):
                 run_idle(stack, results, window_s=profile.idle_window_s)
