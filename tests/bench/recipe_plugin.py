@@ -12,7 +12,9 @@ it by file name) and configures it from the environment:
 - ``AAS_RECIPE_TARGET_URL``, ``AAS_RECIPE_USERNAME``, ``AAS_RECIPE_PASSWORD``: a 3.x target
   (JWT from ``/auth/token``);
 - ``AAS_RECIPE_TAG``: written into each copy's extra (``{"recipe": TAG}``), so the bench
-  finds the copies by marker.
+  finds the copies by marker;
+- ``AAS_RECIPE_PAUSE_FILE``: while this file exists the recipe copies nothing (the bench
+  pauses it during bursts).
 
 The copy carries the source event's extra, which is how the bench matches it with the
 source event (each bench event has a unique ``nonce``). Airflow 3.x hands the event to
@@ -97,6 +99,9 @@ def _copy(uri: str, extra: dict[str, Any]) -> None:
 
 
 def _send(uri: str, extra: Any) -> None:
+    pause = os.environ.get("AAS_RECIPE_PAUSE_FILE")
+    if pause and os.path.exists(pause):
+        return  # the bench's switch (see `bench.push.phase_bursts`), not the recipe's
     extra = dict(extra) if isinstance(extra, dict) else {}
     threading.Thread(target=_copy, args=(uri, extra), daemon=True).start()
 
