@@ -13,7 +13,8 @@ Sections (`--only` takes any of them; default all):
     assetwatcher  (6) Airflow 3 AssetWatcher + KafkaMessageQueueTrigger at its defaults
     operator      (5) 200 and 1,000 AirflowAssetSync objects: Ready, RSS, idle cost, rollout
     operator-cluster (5) the same on the real cluster: the operator pod, real controllers
-    push          (7) sparse events with and without the listener plugin's pokes (issue 13)
+    push          (7) pokes vs none vs the listener -> REST recipe: sparse, bursts, target
+                  down, idle cost, restart after SIGKILL (issue 13)
     delivery      (8) a burst per delivery mode: events/s, consumer runs per event (issue 14)
 
 Writes results/<UTC timestamp>/ with report.md, report.json, PNG charts and, with
@@ -305,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
                 run_parking(stack, results, profile)
         if "push" in wanted:
             with section(results, "push"):
-                run_push(stack, results, events=profile.push_events, gap_s=profile.push_gap_s)
+                run_push(stack, results, profile)
         if "delivery" in wanted:
             with section(results, "delivery"):
                 run_delivery(stack, results, burst=profile.delivery_burst)

@@ -248,6 +248,18 @@ class AirflowInstance:
                     json.dumps({USERNAME: self.password})
                 )
             self.airflow("dags", "reserialize", env=env)
+        self._start_servers(env)
+
+    def restart(self, extra_env: dict[str, str]) -> None:
+        """Stop every server and start them again with `extra_env` instead of the old one
+        (the database, DAGs and credentials stay): a plugin's settings change, or it goes."""
+        self.stop()
+        self.servers.clear()
+        self.extra_env = extra_env
+        self._start_servers(self.env())
+
+    def _start_servers(self, env: dict[str, str]) -> None:
+        name = f"airflow {self.version}"
         with phase(f"{name}: start servers"):
             logs = self.home / "logs"
             if self.major == 2:

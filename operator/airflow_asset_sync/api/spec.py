@@ -150,7 +150,7 @@ class Push(Model):
     plugin only costs latency, never an event. The shared `token` (a Secret the plugin's
     environment holds too) keeps anyone else from making the worker poll; pokes are also
     rate-limited. Setting `push` makes the operator create a Service for the worker and
-    report the poke URL in ``status.source.pokeUrl``.
+    report the poke URL in ``status.pokeUrl``.
     """
 
     token: SecretToken
