@@ -37,8 +37,6 @@ from bench.stack import Stack
 from cluster_cases import pods
 from cluster_cases.pods import OPERATOR_NS, OPERATOR_SELECTOR, restricted_namespace
 from operator_cases import live
-from packaging_cases import chart
-from packaging_cases.tools import CHART
 from rig.airflow import AirflowInstance
 from rig.cluster import ClusterRig
 from rig.procs import REGISTRY
@@ -96,28 +94,6 @@ def _operator_pid(cluster: ClusterRig) -> int:
     return pods.container_pid(cluster, pods.one_ready_pod(cluster, OPERATOR_NS, OPERATOR_SELECTOR))
 
 
-def _install_operator(cluster: ClusterRig) -> None:
-    restricted_namespace(cluster, OPERATOR_NS)
-    repository, tag = cluster.project_image.rsplit(":", 1)
-    chart.helm(
-        "install",
-        "aas",
-        str(CHART),
-        "--namespace",
-        OPERATOR_NS,
-        "--set",
-        f"image.repository={repository}",
-        "--set",
-        f"image.tag={tag}",
-        "--set",
-        "image.pullPolicy=Never",
-        "--wait",
-        "--timeout=240s",
-        kubeconfig=cluster.kubeconfig,
-        timeout_s=300,
-    )
-
-
 def _wait(
     cluster: ClusterRig, done: Any, *, what: str, count: int
 ) -> tuple[float | None, int, list[dict[str, Any]]]:
@@ -143,7 +119,7 @@ def run_operator_cluster(
     figures: dict[str, Any] = {"suspended": suspended, "live": live_syncs}
     cluster.start()
     try:
-        _install_operator(cluster)
+        pods.install_operator(cluster)
         restricted_namespace(cluster, NAMESPACE)
         source, target = stack.airflows("a3s", "a3t")
         for name, instance in (("bench-src", source), ("bench-tgt", target)):

@@ -8,10 +8,8 @@ from collections.abc import Iterator
 import pytest
 
 from cluster_cases import pods
-from cluster_cases.pods import OPERATOR_NS, OPERATOR_SELECTOR, restricted_namespace
-from packaging_cases import chart
+from cluster_cases.pods import OPERATOR_NS, OPERATOR_SELECTOR
 from packaging_cases.release import Release
-from packaging_cases.tools import CHART
 from rig.cluster import ClusterRig
 
 #: Namespaces that outlive a test: the cluster's own and the operator's release.
@@ -32,26 +30,8 @@ def delete_test_namespaces(cluster: ClusterRig) -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def operator_release(cluster: ClusterRig) -> Release:
-    """`helm install` as the README says, with the locally built image (never pulled)."""
-    restricted_namespace(cluster, OPERATOR_NS)
-    repository, tag = cluster.project_image.rsplit(":", 1)
-    chart.helm(
-        "install",
-        "aas",
-        str(CHART),
-        "--namespace",
-        OPERATOR_NS,
-        "--set",
-        f"image.repository={repository}",
-        "--set",
-        f"image.tag={tag}",
-        "--set",
-        "image.pullPolicy=Never",
-        "--wait",
-        "--timeout=240s",
-        kubeconfig=cluster.kubeconfig,
-        timeout_s=300,
-    )
+    """The chart installed as the README says (`pods.install_operator`)."""
+    pods.install_operator(cluster)
     release = Release(kube=cluster, name="aas", namespace=OPERATOR_NS)
     pods.one_ready_pod(cluster, OPERATOR_NS, OPERATOR_SELECTOR)
     return release

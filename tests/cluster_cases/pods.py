@@ -11,6 +11,8 @@ import signal
 from typing import Any
 
 from operator_cases import live
+from packaging_cases import chart
+from packaging_cases.tools import CHART
 from rig.cluster import ClusterRig
 
 AAS = "airflowassetsyncs.airflow-asset-sync.github.io"
@@ -29,6 +31,30 @@ def restricted_namespace(cluster: ClusterRig, name: str) -> str:
         "pod-security.kubernetes.io/enforce-version=latest",
     )
     return name
+
+
+def install_operator(cluster: ClusterRig) -> None:
+    """`helm install` as the README says, with the locally built image (never pulled), into
+    a `restricted` namespace."""
+    restricted_namespace(cluster, OPERATOR_NS)
+    repository, tag = cluster.project_image.rsplit(":", 1)
+    chart.helm(
+        "install",
+        "aas",
+        str(CHART),
+        "--namespace",
+        OPERATOR_NS,
+        "--set",
+        f"image.repository={repository}",
+        "--set",
+        f"image.tag={tag}",
+        "--set",
+        "image.pullPolicy=Never",
+        "--wait",
+        "--timeout=240s",
+        kubeconfig=cluster.kubeconfig,
+        timeout_s=300,
+    )
 
 
 def namespaces(cluster: ClusterRig) -> list[str]:
