@@ -1,7 +1,7 @@
 # The two commands that matter: `make demo` (the main job) and `make test` (everything CI runs).
 SHELL := /bin/bash
 PY := .venv/bin/python
-export PYTHONPATH := operator:tests
+export PYTHONPATH := operator:tools:tests
 
 .PHONY: demo test lint unit bench rig-up rig-down venv provision clean
 
@@ -20,9 +20,9 @@ test: venv
 	@scripts/timed pytest $(PY) -m pytest -p no:cacheprovider --durations=15 $(PYTEST_ARGS)
 
 lint: venv
-	.venv/bin/ruff check operator tests plugins
-	.venv/bin/ruff format --check operator tests plugins
-	.venv/bin/mypy operator tests plugins/airflow-asset-sync-listener/src
+	.venv/bin/ruff check operator tools tests plugins
+	.venv/bin/ruff format --check operator tools tests plugins
+	.venv/bin/mypy operator tools tests plugins/airflow-asset-sync-listener/src
 	.venv/bin/lint-imports
 
 ## unit: the fast tests only (no rig).

@@ -7,10 +7,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from cluster_cases import pods
-from cluster_cases.pods import OPERATOR_NS, OPERATOR_SELECTOR
-from packaging_cases.release import Release
 from rig.cluster import ClusterRig
+from support import pods
+from support.pods import OPERATOR_NS, OPERATOR_SELECTOR
+from support.release import Release
 
 #: Namespaces that outlive a test: the cluster's own and the operator's release.
 KEPT_NAMESPACES = frozenset(

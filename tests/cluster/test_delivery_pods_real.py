@@ -15,14 +15,13 @@ from typing import Any
 
 import pytest
 
-from cluster_cases import pods
-from cluster_cases.pods import restricted_namespace
-from operator_cases import live
-from packaging_cases.release import Release
 from rig.airflow import AirflowInstance, AssetPool
 from rig.cluster import ClusterRig
 from rig.kafka import KafkaBroker
 from rig.sync import await_delivery
+from support import live, pods
+from support.pods import restricted_namespace
+from support.release import Release
 
 pytestmark = [pytest.mark.rig, pytest.mark.slow]
 

@@ -18,14 +18,13 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from cluster_cases import pods
-from cluster_cases.pods import AAS, restricted_namespace
-from operator_cases import live
-from packaging_cases.release import Release
-from reliability_cases.stream import note
 from rig.airflow import AirflowInstance, AssetPool
 from rig.cluster import ClusterRig
 from rig.sync import await_delivery
+from support import live, pods
+from support.pods import AAS, restricted_namespace
+from support.release import Release
+from support.stream import note
 
 pytestmark = [pytest.mark.rig, pytest.mark.slow]
 

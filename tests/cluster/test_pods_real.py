@@ -16,18 +16,16 @@ from typing import Any
 
 import pytest
 
-from cluster_cases import pods
-from cluster_cases.pods import OPERATOR_NS, OPERATOR_SELECTOR, restricted_namespace
-from operator_cases import live
-from packaging_cases import chart
-from packaging_cases.argocd import run_health
-from packaging_cases.release import Release
-from packaging_cases.tools import CHART
-from reliability_cases.stream import EventStream, Verdict, await_verdict, delivery, note, source_ids
 from rig.airflow import CONSUMED, AirflowInstance, AssetPool
 from rig.cluster import ClusterRig
 from rig.kafka import KafkaBroker
 from rig.sync import await_delivery
+from support import chart, live, pods
+from support.argocd import run_health
+from support.packaging_tools import CHART
+from support.pods import OPERATOR_NS, OPERATOR_SELECTOR, restricted_namespace
+from support.release import Release
+from support.stream import EventStream, Verdict, await_verdict, delivery, note, source_ids
 
 pytestmark = [pytest.mark.rig, pytest.mark.slow]
 

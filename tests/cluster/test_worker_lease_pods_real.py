@@ -20,13 +20,12 @@ from typing import Any
 
 import pytest
 
-from cluster_cases import pods
-from cluster_cases.pods import restricted_namespace
-from operator_cases import live
-from packaging_cases.release import Release
-from reliability_cases.stream import Verdict, await_verdict, delivery, note, source_ids
 from rig.airflow import AirflowInstance, AssetPool
 from rig.cluster import ClusterRig
+from support import live, pods
+from support.pods import restricted_namespace
+from support.release import Release
+from support.stream import Verdict, await_verdict, delivery, note, source_ids
 
 pytestmark = [pytest.mark.rig, pytest.mark.slow]
 

@@ -24,10 +24,10 @@ from typing import Any
 
 import pytest
 
-from operator_cases.live import wait_for
 from rig.airflow import AirflowInstance, AssetPool
 from rig.cache import ROOT
 from rig.sync import MARKER, await_delivery, sync_manifests
+from support.live import wait_for
 
 pytestmark = [pytest.mark.rig, pytest.mark.slow]
 

@@ -23,10 +23,10 @@ from typing import Any
 
 import pytest
 
-from operator_cases import live
-from reliability_cases.stream import EventStream, Verdict, delivery, source_ids
 from rig.airflow import AirflowInstance, AssetPool
 from rig.sync import MARKER, await_delivery, sync_manifests
+from support import live
+from support.stream import EventStream, Verdict, delivery, source_ids
 
 pytestmark = [pytest.mark.rig, pytest.mark.slow]
 

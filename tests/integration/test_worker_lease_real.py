@@ -17,8 +17,8 @@ import pytest
 from airflow_asset_sync.resources import naming, rbac
 from airflow_asset_sync.worker.clock import SystemClock
 from airflow_asset_sync.worker.lease import KubeLeaseStore, LeaseHolder, LeaseTimings
-from operator_cases import live
 from rig.kube import KubeRig
+from support import live
 
 pytestmark = [pytest.mark.rig]
 

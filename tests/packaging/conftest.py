@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from packaging_cases import tools
-from packaging_cases.tools import CHART
 from rig.kube import KubeRig
+from support import packaging_tools as tools
+from support.packaging_tools import CHART
 
 
 def _established(kube: KubeRig, *names: str) -> None:

@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 import yaml
 
-from packaging_cases.chart import find, render
-from packaging_cases.tools import CHART
+from support.chart import find, render
+from support.packaging_tools import CHART
 
 MONITORING = CHART / "ci" / "monitoring-values.yaml"
 JOB = "aas-airflow-asset-sync-metrics"  # the operator's Service, release "aas"

@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 
 from airflow_asset_sync.resources import rbac
-from packaging_cases.chart import render, select
-from packaging_cases.tools import CHART
 from rig.kube import KubeRig
+from support.chart import render, select
+from support.packaging_tools import CHART
 
 #: (apiGroup, resource) pairs of `operator_rules()` that are cluster-scoped.
 CLUSTER_SCOPED = frozenset(

@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 import yaml
 
-from packaging_cases import chart
-from packaging_cases.chart import env_of, find, operator_container, render, select
-from packaging_cases.tools import CHART
 from rig.cache import ROOT
+from support import chart
+from support.chart import env_of, find, operator_container, render, select
+from support.packaging_tools import CHART
 
 RELEASE_NS = "aas-system"
 

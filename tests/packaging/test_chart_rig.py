@@ -20,12 +20,11 @@ import yaml
 
 from airflow_asset_sync.api import spec as api
 from airflow_asset_sync.resources import naming, rbac
-from operator_cases import live
-from operator_cases.live import condition, get, wait_for
-from packaging_cases import chart, release
-from packaging_cases.release import Release
-from packaging_cases.tools import CHART
 from rig.kube import KubeRig
+from support import chart, live, release
+from support.live import condition, get, wait_for
+from support.packaging_tools import CHART
+from support.release import Release
 
 pytestmark = pytest.mark.rig
 

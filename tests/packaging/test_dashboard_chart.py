@@ -17,8 +17,9 @@ import yaml
 
 from airflow_asset_sync.controller import metrics as operator_metrics
 from airflow_asset_sync.worker.metrics import WorkerMetrics
-from packaging_cases import chart, dashboard, tools
-from packaging_cases.chart import find, render, select
+from support import chart, dashboard
+from support import packaging_tools as tools
+from support.chart import find, render, select
 
 KEY = "airflow-asset-sync.json"
 #: Panel ids are how Grafana links to a panel (`viewPanel=`): they never change.

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from packaging_cases import dashboard
-from packaging_cases.dashboard import DashboardStack
 from rig.airflow import AirflowInstance, AssetPool
 from rig.kafka import KafkaBroker
 from rig.kube import KubeRig
+from support import dashboard
+from support.dashboard import DashboardStack
 
 pytestmark = [pytest.mark.rig, pytest.mark.slow]
 

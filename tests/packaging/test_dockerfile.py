@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from packaging_cases import tools
 from rig.cache import ROOT
+from support import packaging_tools as tools
 
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"

@@ -16,10 +16,10 @@ from airflow_asset_sync.api import spec as api
 from airflow_asset_sync.controller import conditions
 from airflow_asset_sync.controller.conditions import Observed, Problem, Reason, WorkerPhase
 from airflow_asset_sync.controller.hints import with_action
-from packaging_cases import chart
-from packaging_cases.argocd import HEALTH_KEY, HEALTH_LUA, run_health
-from packaging_cases.tools import CHART
 from rig.cache import ROOT
+from support import chart
+from support.argocd import HEALTH_KEY, HEALTH_LUA, run_health
+from support.packaging_tools import CHART
 
 GITOPS = ROOT / "deploy" / "gitops"
 NOW = datetime(2025, 1, 1, tzinfo=UTC)

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from packaging_cases import tools
-from packaging_cases.tools import CHART
 from rig.cache import ROOT
+from support import packaging_tools as tools
+from support.packaging_tools import CHART
 
 SCRIPT = ROOT / "hack" / "kind-e2e.sh"
 TOOLS = ("docker", "kind", "kubectl", "helm")

@@ -2,7 +2,7 @@
 exist (the operator's and the worker's registries, kube-state-metrics' config in
 deploy/monitoring/), and the scrape objects select what the operator really creates.
 
-PromQL is parsed by promql-parser (a PromQL parser; see packaging_cases.tools), run in the
+PromQL is parsed by promql-parser (a PromQL parser; see support.packaging_tools), run in the
 packaging linters' virtualenv.
 """
 
@@ -19,10 +19,10 @@ from airflow_asset_sync.api import spec as api
 from airflow_asset_sync.controller import metrics as operator_metrics
 from airflow_asset_sync.resources import naming
 from airflow_asset_sync.worker.metrics import WorkerMetrics
-from packaging_cases import tools
-from packaging_cases.chart import find, render, select
-from packaging_cases.tools import CHART
 from rig.cache import ROOT
+from support import packaging_tools as tools
+from support.chart import find, render, select
+from support.packaging_tools import CHART
 
 MONITORING = CHART / "ci" / "monitoring-values.yaml"
 KSM_CONFIG = ROOT / "deploy" / "monitoring" / "kube-state-metrics-airflowassetsync.yaml"

@@ -8,9 +8,9 @@ import pytest
 import yaml
 
 from airflow_asset_sync.api import spec as api
-from packaging_cases import chart
 from rig.cache import ROOT
 from rig.kube import KubeRig
+from support import chart
 
 README = (ROOT / "README.md").read_text()
 

@@ -23,13 +23,13 @@ from pathlib import Path
 
 import pytest
 
-from operator_cases import live
-from reliability_cases.cluster import SyncCluster
-from reliability_cases.stream import EventStream, Verdict, await_verdict, delivery, note, source_ids
 from rig.airflow import AirflowInstance, AssetPool
 from rig.kafka import KafkaBroker
 from rig.kube import KubeRig
 from rig.sync import sync_manifests
+from support import live
+from support.stream import EventStream, Verdict, await_verdict, delivery, note, source_ids
+from support.sync_cluster import SyncCluster
 
 pytestmark = [pytest.mark.rig, pytest.mark.slow]
 

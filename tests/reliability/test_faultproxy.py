@@ -14,8 +14,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
-from operator_cases import live
 from rig.faultproxy import FAULTS, FaultProxy, ProxyError
+from support import live
 
 
 class _Upstream(BaseHTTPRequestHandler):

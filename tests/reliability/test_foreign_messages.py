@@ -22,8 +22,11 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from operator_cases import live
-from reliability_cases.stream import (
+from rig.airflow import AirflowInstance, AssetPool
+from rig.kafka import KafkaBroker
+from rig.sync import SyncProcess
+from support import live
+from support.stream import (
     EventStream,
     Verdict,
     await_verdict,
@@ -32,9 +35,6 @@ from reliability_cases.stream import (
     note,
     source_ids,
 )
-from rig.airflow import AirflowInstance, AssetPool
-from rig.kafka import KafkaBroker
-from rig.sync import SyncProcess
 
 pytestmark = [pytest.mark.rig, pytest.mark.slow]
 

@@ -29,15 +29,15 @@ import yaml
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from airflow_asset_sync.resources import naming, rbac
-from operator_cases import live
-from reliability_cases.cluster import SYNC_KIND, SyncCluster
-from reliability_cases.stream import await_verdict, note
 from rig import gobuild
 from rig.airflow import USERNAME, AirflowInstance, AssetPool
 from rig.cache import ROOT
 from rig.kafka import KafkaBroker
 from rig.kube import KubeRig
 from rig.sync import sync_manifests
+from support import live
+from support.stream import await_verdict, note
+from support.sync_cluster import SYNC_KIND, SyncCluster
 
 pytestmark = [pytest.mark.rig, pytest.mark.slow]
 

@@ -27,7 +27,11 @@ from typing import Any
 import httpx
 import pytest
 
-from reliability_cases.stream import (
+from rig.airflow import AirflowInstance, AssetPool
+from rig.faultproxy import FaultProxy
+from rig.kafka import KafkaBroker
+from rig.sync import SyncProcess, sync_manifests
+from support.stream import (
     EventStream,
     Verdict,
     await_verdict,
@@ -36,10 +40,6 @@ from reliability_cases.stream import (
     note,
     source_ids,
 )
-from rig.airflow import AirflowInstance, AssetPool
-from rig.faultproxy import FaultProxy
-from rig.kafka import KafkaBroker
-from rig.sync import SyncProcess, sync_manifests
 
 pytestmark = [pytest.mark.rig, pytest.mark.slow]
 

@@ -10,9 +10,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from operator_cases import live
 from rig.cluster import GATEWAY, NODE_NAME, ClusterRig
 from rig.kafka import KafkaBroker
+from support import live
 
 pytestmark = pytest.mark.rig
 

@@ -2,7 +2,7 @@
 
 The CRD schema in `crds/` is what the API server enforces; these models are what the code
 reads. They mirror each other field for field (camelCase on the wire, snake_case in Python),
-and `tests/unit/operator/test_crd_matches_models.py` keeps them from drifting.
+and `tests/unit/controller/test_crd_matches_models.py` keeps them from drifting.
 
 Why no defaults are written back: GitOps tools (Argo CD, Flux) diff the live object against
 git, so a server-side default in `spec` shows as a permanent diff. Defaults therefore live
