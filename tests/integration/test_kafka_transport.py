@@ -20,6 +20,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from airflow_asset_sync.api.events import SCHEMA, Envelope, SourceEvent
 from airflow_asset_sync.api.spec import Kafka, KafkaSasl, KafkaSecurity, ObjectRef
+from airflow_asset_sync.api.transport import Delivery, Publisher, Subscription
 from airflow_asset_sync.clients.kafka import (
     KafkaAuthError,
     KafkaConfigError,
@@ -32,7 +33,6 @@ from airflow_asset_sync.clients.kafka import (
     default_topic,
     group_id,
 )
-from airflow_asset_sync.worker.transport import Delivery, Publisher, Subscription
 from rig.kafka import KafkaBroker
 
 SYNC = ObjectRef(namespace="team-a", name="migration")
@@ -55,9 +55,7 @@ def ids(deliveries: list[Delivery]) -> list[int | None]:
     return [d.envelope.event.id if d.envelope else None for d in deliveries]
 
 
-async def take(
-    sub: KafkaSubscription[Delivery], count: int, timeout_s: float = 30.0
-) -> list[Delivery]:
+async def take(sub: KafkaSubscription, count: int, timeout_s: float = 30.0) -> list[Delivery]:
     """Exactly ``count`` deliveries (never more: max_records is capped), or fail at the deadline."""
     got: list[Delivery] = []
     deadline = time.monotonic() + timeout_s
@@ -98,16 +96,16 @@ async def publisher(settings: KafkaSettings) -> AsyncIterator[KafkaPublisher]:
 @pytest.fixture
 async def subscriptions(
     settings: KafkaSettings,
-) -> AsyncIterator[Callable[[str], KafkaSubscription[Delivery]]]:
+) -> AsyncIterator[Callable[[str], KafkaSubscription]]:
     """Make started subscriptions for a target name; all are stopped at teardown."""
-    made: list[KafkaSubscription[Delivery]] = []
+    made: list[KafkaSubscription] = []
 
     # A group of this test's own: static members outlive a stop (see `static_member_id`),
     # and the next test's member of the same group, on its own topic, would wait them out.
     sync = ObjectRef(namespace="team-a", name=settings.topic[:200])
 
-    def make(target: str) -> KafkaSubscription[Delivery]:
-        sub = KafkaSubscription(settings, sync=sync, target=target, delivery=Delivery)
+    def make(target: str) -> KafkaSubscription:
+        sub = KafkaSubscription(settings, sync=sync, target=target)
         made.append(sub)
         return sub
 
@@ -129,7 +127,7 @@ def test_names_and_protocol_conformance() -> None:
     # The annotations are the check that the classes satisfy the worker's protocols: mypy
     # (`make lint`) refuses them otherwise. What runs here is the group the target consumes in.
     pub: Publisher = KafkaPublisher(settings)
-    sub: Subscription = KafkaSubscription(settings, sync=SYNC, target="a", delivery=Delivery)
+    sub: Subscription = KafkaSubscription(settings, sync=SYNC, target="a")
     assert isinstance(sub, KafkaSubscription) and sub.group_id == group_id(SYNC, "a")
     del pub
 
@@ -222,7 +220,7 @@ async def test_publish_fans_out_to_every_target_in_order(
     kafka: KafkaBroker,
     settings: KafkaSettings,
     publisher: KafkaPublisher,
-    subscriptions: Callable[[str], KafkaSubscription[Delivery]],
+    subscriptions: Callable[[str], KafkaSubscription],
 ) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap)
     await admin.start()
@@ -262,7 +260,7 @@ async def test_publish_fans_out_to_every_target_in_order(
 
 @pytest.mark.rig
 async def test_commit_then_a_new_member_resumes_after_it(
-    publisher: KafkaPublisher, subscriptions: Callable[[str], KafkaSubscription[Delivery]]
+    publisher: KafkaPublisher, subscriptions: Callable[[str], KafkaSubscription]
 ) -> None:
     await publisher.publish([envelope(i) for i in range(1, 6)])
     first = subscriptions("v3")
@@ -282,7 +280,7 @@ async def test_commit_then_a_new_member_resumes_after_it(
 
 @pytest.mark.rig
 async def test_uncommitted_deliveries_are_redelivered_after_restart(
-    publisher: KafkaPublisher, subscriptions: Callable[[str], KafkaSubscription[Delivery]]
+    publisher: KafkaPublisher, subscriptions: Callable[[str], KafkaSubscription]
 ) -> None:
     await publisher.publish([envelope(i) for i in range(1, 5)])
     first = subscriptions("v3")
@@ -303,7 +301,7 @@ async def test_foreign_messages_become_problems_and_the_stream_goes_on(
     kafka: KafkaBroker,
     settings: KafkaSettings,
     publisher: KafkaPublisher,
-    subscriptions: Callable[[str], KafkaSubscription[Delivery]],
+    subscriptions: Callable[[str], KafkaSubscription],
 ) -> None:
     await publisher.publish([envelope(1)])
     future = json.loads(envelope(2).to_bytes()) | {"version": 99}
@@ -369,7 +367,7 @@ async def test_broker_restart_loses_nothing(
     kafka: KafkaBroker,
     settings: KafkaSettings,
     publisher: KafkaPublisher,
-    subscriptions: Callable[[str], KafkaSubscription[Delivery]],
+    subscriptions: Callable[[str], KafkaSubscription],
 ) -> None:
     sub = subscriptions("v3")
     await sub.start()
@@ -408,7 +406,7 @@ async def test_broker_restart_loses_nothing(
         await reader.stop()
 
 
-async def _commit(sub: KafkaSubscription[Delivery], deliveries: list[Delivery]) -> bool:
+async def _commit(sub: KafkaSubscription, deliveries: list[Delivery]) -> bool:
     await sub.commit(deliveries)
     return True
 
@@ -421,13 +419,12 @@ _MEMBER = """
 import asyncio, sys
 from airflow_asset_sync.api.spec import ObjectRef
 from airflow_asset_sync.clients.kafka import KafkaSettings, KafkaSubscription
-from airflow_asset_sync.worker.transport import Delivery
 
 async def main(bootstrap, topic, session_ms):
     settings = KafkaSettings(bootstrap_servers=(bootstrap,), topic=topic,
                              session_timeout_ms=int(session_ms))
     sub = KafkaSubscription(settings, sync=ObjectRef(namespace="team-a", name=topic[:200]),
-                            target="v3", delivery=Delivery)
+                            target="v3")
     await sub.start()
     got = []
     while len(got) < 3:
@@ -481,7 +478,7 @@ async def test_a_killed_member_is_replaced_at_once_not_after_its_session(
         topic=settings.topic,
         session_timeout_ms=SESSION_MS,
     )
-    replacement = KafkaSubscription(slow, sync=member_sync, target="v3", delivery=Delivery)
+    replacement = KafkaSubscription(slow, sync=member_sync, target="v3")
     started = time.monotonic()
     try:
         await replacement.start()
@@ -499,7 +496,7 @@ async def test_a_killed_member_is_replaced_at_once_not_after_its_session(
 
 @pytest.mark.rig
 async def test_two_consumers_with_the_same_member_id_lose_nothing(
-    publisher: KafkaPublisher, subscriptions: Callable[[str], KafkaSubscription[Delivery]]
+    publisher: KafkaPublisher, subscriptions: Callable[[str], KafkaSubscription]
 ) -> None:
     """Two workers of one sync at once (a mistake the Lease prevents in a cluster): they fence
     each other, commits fail and records come again, but every record reaches one of them;
@@ -509,7 +506,7 @@ async def test_two_consumers_with_the_same_member_id_lose_nothing(
     seen: set[int | None] = set()
     stop = asyncio.Event()
 
-    async def consume(sub: KafkaSubscription[Delivery]) -> None:
+    async def consume(sub: KafkaSubscription) -> None:
         while not stop.is_set():
             try:
                 got = await sub.fetch(20, timeout_s=0.3)

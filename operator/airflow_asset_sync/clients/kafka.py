@@ -14,7 +14,7 @@ Why these choices:
   and asset events (a few per second at most) are far below what one partition carries.
 - **Idempotent producer, acks=all.** `publish` returns only when every record is on all
   in-sync replicas, which is the promise the poller's checkpoint relies on
-  (`worker.transport`); idempotence keeps the producer's own retries from writing duplicates.
+  (`api.transport`); idempotence keeps the producer's own retries from writing duplicates.
 - **Manual commits, earliest reset.** A target's group offset moves only after the replayer
   wrote the event, so a crash redelivers instead of losing. See `KafkaSubscription`.
 
@@ -33,7 +33,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
+from typing import Any, ClassVar, Literal
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka import errors as kerr
@@ -41,6 +41,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from airflow_asset_sync.api.events import SCHEMA_VERSION, Envelope, UnknownMessage
 from airflow_asset_sync.api.spec import Kafka, ObjectRef
+from airflow_asset_sync.api.transport import Delivery
 
 log = logging.getLogger(__name__)
 
@@ -539,28 +540,6 @@ class KafkaPublisher:
 # -- subscription -------------------------------------------------------------------------
 
 
-D_co = TypeVar("D_co", covariant=True)
-
-
-class DeliveryFactory(Protocol[D_co]):
-    """Builds the caller's delivery type (`worker.transport.Delivery`).
-
-    Why a factory: `clients` sits below `worker` in the import layers, so this module may not
-    import the worker's `Delivery`; the worker passes the class in instead.
-    """
-
-    def __call__(
-        self, *, envelope: Envelope | None, position: tuple[int, int], problem: str | None = None
-    ) -> D_co: ...
-
-
-class Positioned(Protocol):
-    """Anything with a (partition, offset) position, as `Delivery` has."""
-
-    @property
-    def position(self) -> tuple[int, int]: ...
-
-
 def _parse(value: bytes | None) -> tuple[Envelope | None, str | None]:
     if value is None:
         return None, "empty message"
@@ -570,7 +549,7 @@ def _parse(value: bytes | None) -> tuple[Envelope | None, str | None]:
         return None, str(exc)
 
 
-class KafkaSubscription(Generic[D_co]):
+class KafkaSubscription:
     """One target's consumer group on the sync's topic.
 
     - Offsets are committed only by `commit`, after the replayer wrote the events: a crash
@@ -588,11 +567,9 @@ class KafkaSubscription(Generic[D_co]):
         *,
         sync: ObjectRef,
         target: str,
-        delivery: DeliveryFactory[D_co],
     ) -> None:
         self.settings = settings
         self.group_id = group_id(sync, target)
-        self._make = delivery
         self._consumer: Any = None
         self._lock = asyncio.Lock()
 
@@ -641,7 +618,7 @@ class KafkaSubscription(Generic[D_co]):
             raise KafkaTransportError(f"kafka: subscription {self.group_id!r} is not started")
         return self._consumer
 
-    async def fetch(self, max_records: int, timeout_s: float) -> list[D_co]:
+    async def fetch(self, max_records: int, timeout_s: float) -> list[Delivery]:
         """Up to ``max_records`` next records, in partition order; [] after ``timeout_s``.
 
         A record that is not one of our envelopes (not JSON, unknown schema version, invalid)
@@ -657,12 +634,12 @@ class KafkaSubscription(Generic[D_co]):
             raise self.settings.error(
                 f"kafka: fetching for group {self.group_id!r} failed", exc
             ) from exc
-        deliveries: list[D_co] = []
+        deliveries: list[Delivery] = []
         for tp in sorted(batches, key=lambda tp: tp.partition):
             for record in batches[tp]:
                 envelope, problem = _parse(record.value)
                 deliveries.append(
-                    self._make(
+                    Delivery(
                         envelope=envelope,
                         position=(record.partition, record.offset),
                         problem=problem,
@@ -670,7 +647,7 @@ class KafkaSubscription(Generic[D_co]):
                 )
         return deliveries
 
-    async def commit(self, deliveries: Sequence[Positioned]) -> None:
+    async def commit(self, deliveries: Sequence[Delivery]) -> None:
         """Commit, per partition, the offset after the highest delivered position."""
         if not deliveries:
             return

@@ -1,7 +1,7 @@
 """The worker: poll a source, publish to a transport, replay into every target.
 
 The sync engine, free of Kafka, Kubernetes and HTTP libraries (those come in through the
-protocols in `transport`, `offsets` and `clients.airflow.base`):
+protocols in `api.transport`, `offsets` and `clients.airflow.base`):
 
 - `cursor`: read "new since the checkpoint" from Airflow 2.x or 3.x; `next_checkpoint`.
 - `filters`: `spec.assets` include/exclude/sourceDagIds.

@@ -34,6 +34,7 @@ from pydantic import ValidationError
 
 from airflow_asset_sync import logs
 from airflow_asset_sync.api.spec import API_VERSION, KIND, Endpoint, ObjectRef, SyncObject, SyncSpec
+from airflow_asset_sync.api.transport import Publisher, Subscription
 from airflow_asset_sync.clients.airflow.base import (
     AirflowClient,
     AssetNotFound,
@@ -53,7 +54,6 @@ from airflow_asset_sync.worker.metrics import MetricsServer, WorkerMetrics, star
 from airflow_asset_sync.worker.offsets import FileOffsetStore, OffsetStore
 from airflow_asset_sync.worker.pipeline import SyncWorker
 from airflow_asset_sync.worker.poke import PokeGate, Wakeup
-from airflow_asset_sync.worker.transport import Delivery, Publisher, Subscription
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +146,7 @@ def _transport(
         ca_file=Path(ca_file) if ca_file else None,
     )
     subscriptions: dict[str, Subscription] = {
-        n: KafkaSubscription(settings, sync=sync.ref, target=n, delivery=Delivery) for n in names
+        n: KafkaSubscription(settings, sync=sync.ref, target=n) for n in names
     }
     return KafkaPublisher(settings), subscriptions
 

@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Sequence
 
 from airflow_asset_sync.api.events import Envelope
-from airflow_asset_sync.worker.transport import Delivery
+from airflow_asset_sync.api.transport import Delivery
 
 #: All deliveries share one partition: the channel is a single ordered log.
 PARTITION = 0

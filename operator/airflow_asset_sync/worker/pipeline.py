@@ -40,6 +40,7 @@ from typing import Any
 
 from airflow_asset_sync.api.spec import Endpoint, SyncSpec, Target
 from airflow_asset_sync.api.status import SourceStatus, TargetStatus, WorkerStatus
+from airflow_asset_sync.api.transport import Publisher, Subscription
 from airflow_asset_sync.clients.airflow.base import AirflowClient
 from airflow_asset_sync.worker.backoff import BackoffPolicy
 from airflow_asset_sync.worker.clock import Clock, SystemClock, sleep_or_stop
@@ -54,7 +55,6 @@ from airflow_asset_sync.worker.parking import ParkingLimits
 from airflow_asset_sync.worker.poller import Poller, PollPace
 from airflow_asset_sync.worker.replay import ReplayRun, abandoned, due
 from airflow_asset_sync.worker.replayer import Replayer, ReplayerOptions
-from airflow_asset_sync.worker.transport import Publisher, Subscription
 
 log = logging.getLogger(__name__)
 

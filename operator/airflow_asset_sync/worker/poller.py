@@ -53,6 +53,7 @@ from airflow_asset_sync.api.events import MARKER_KEY, Envelope, SourceEvent
 from airflow_asset_sync.api.redaction import masked_keys
 from airflow_asset_sync.api.spec import StartFrom
 from airflow_asset_sync.api.status import Checkpoint, SourceGap, SourceStatus
+from airflow_asset_sync.api.transport import Publisher
 from airflow_asset_sync.clients.airflow.base import BadResponse, InvalidRow
 from airflow_asset_sync.worker.backoff import BackoffPolicy
 from airflow_asset_sync.worker.clock import Clock, sleep_or_stop, sleep_or_wake
@@ -68,7 +69,6 @@ from airflow_asset_sync.worker.filters import EventFilter
 from airflow_asset_sync.worker.health import Health
 from airflow_asset_sync.worker.metrics import WorkerMetrics
 from airflow_asset_sync.worker.offsets import OffsetStore
-from airflow_asset_sync.worker.transport import Publisher
 
 log = logging.getLogger(__name__)
 

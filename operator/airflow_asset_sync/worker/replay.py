@@ -35,13 +35,13 @@ from datetime import datetime
 from airflow_asset_sync.api.events import MARKER_KEY, Envelope, ReplayTag, SourceEvent
 from airflow_asset_sync.api.spec import Replay
 from airflow_asset_sync.api.status import ReplayPhase, ReplayStatus, WorkerStatus
+from airflow_asset_sync.api.transport import Publisher
 from airflow_asset_sync.clients.airflow.base import AirflowClient, EventQuery
 from airflow_asset_sync.worker.clock import Clock, sleep_or_stop
 from airflow_asset_sync.worker.filters import EventFilter
 from airflow_asset_sync.worker.offsets import OffsetStore
 from airflow_asset_sync.worker.poller import MAX_PUBLISH, POLL_ERROR_BACKOFF
 from airflow_asset_sync.worker.scan import pages
-from airflow_asset_sync.worker.transport import Publisher
 
 log = logging.getLogger(__name__)
 

@@ -78,6 +78,7 @@ from typing import Literal
 from airflow_asset_sync.api.events import Envelope, Marker
 from airflow_asset_sync.api.spec import DeliveryMode, Target, UnknownAssetPolicy
 from airflow_asset_sync.api.status import MAX_UNKNOWN_ASSETS, ParkReason, TargetStatus
+from airflow_asset_sync.api.transport import Delivery, Subscription
 from airflow_asset_sync.clients.airflow.base import (
     AirflowClient,
     AssetNotFound,
@@ -92,7 +93,6 @@ from airflow_asset_sync.worker.lease import WriteFence
 from airflow_asset_sync.worker.metrics import AssetLag, WorkerMetrics
 from airflow_asset_sync.worker.parking import ParkingLimits, ParkingLot, key_of, to_envelope
 from airflow_asset_sync.worker.replay_dedup import ReplayMarkers
-from airflow_asset_sync.worker.transport import Delivery, Subscription
 
 log = logging.getLogger(__name__)
 

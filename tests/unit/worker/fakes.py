@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 from airflow_asset_sync.api.events import Envelope, SourceEvent
 from airflow_asset_sync.api.status import ReplayStatus, SourceStatus, TargetStatus, WorkerStatus
+from airflow_asset_sync.api.transport import Delivery
 from airflow_asset_sync.clients.airflow.base import (
     AirflowError,
     AssetNotFound,
@@ -35,7 +36,6 @@ from airflow_asset_sync.clients.airflow.base import (
     InvalidRow,
     PostedEvent,
 )
-from airflow_asset_sync.worker.transport import Delivery
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 Version = Literal["v1", "v2"]

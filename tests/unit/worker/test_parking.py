@@ -13,10 +13,10 @@ import pytest
 
 from airflow_asset_sync.api.events import Envelope
 from airflow_asset_sync.api.status import TargetStatus
+from airflow_asset_sync.api.transport import Delivery
 from airflow_asset_sync.clients.airflow.base import Unavailable
 from airflow_asset_sync.worker.offsets import FileOffsetStore
 from airflow_asset_sync.worker.parking import ParkingLimits
-from airflow_asset_sync.worker.transport import Delivery
 
 from .fakes import (
     FakeAirflow,

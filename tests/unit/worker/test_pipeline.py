@@ -15,6 +15,7 @@ import pytest
 from airflow_asset_sync.api.events import Marker
 from airflow_asset_sync.api.spec import Endpoint, SyncSpec, Target
 from airflow_asset_sync.api.status import Failure, WorkerStatus
+from airflow_asset_sync.api.transport import Delivery, Subscription
 from airflow_asset_sync.clients.airflow.base import AirflowClient, Unavailable
 from airflow_asset_sync.worker.channel import InProcessChannel
 from airflow_asset_sync.worker.offsets import FileOffsetStore, OffsetStore
@@ -25,7 +26,6 @@ from airflow_asset_sync.worker.pipeline import (
     replayer_options,
 )
 from airflow_asset_sync.worker.replayer import ReplayerOptions
-from airflow_asset_sync.worker.transport import Delivery, Subscription
 
 from .fakes import T0, FakeAirflow, FakeClock, MemoryStore, wait_until
 

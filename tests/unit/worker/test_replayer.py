@@ -11,6 +11,7 @@ import pytest
 from airflow_asset_sync.api.events import MARKER_KEY, Envelope, Marker, SourceEvent
 from airflow_asset_sync.api.spec import Target
 from airflow_asset_sync.api.status import MAX_UNKNOWN_ASSETS, TargetStatus
+from airflow_asset_sync.api.transport import Delivery, Subscription
 from airflow_asset_sync.clients.airflow.base import BadRequest, Unavailable
 from airflow_asset_sync.worker.backoff import BackoffPolicy
 from airflow_asset_sync.worker.channel import InProcessChannel
@@ -22,7 +23,6 @@ from airflow_asset_sync.worker.replayer import (
     SaveTarget,
     _committable,
 )
-from airflow_asset_sync.worker.transport import Delivery, Subscription
 
 from .fakes import (
     T0,

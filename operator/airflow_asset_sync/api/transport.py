@@ -1,5 +1,9 @@
 """The seam between the poller and the replayers: Kafka in a cluster, in-process locally.
 
+It lives in the data layer because both sides of it sit above: `clients.kafka` implements it
+and builds `Delivery` values, the worker's engine consumes it. (In the worker, the Kafka
+client could only return the worker's `Delivery` through a factory the worker passed in.)
+
 Both implementations keep one promise the poller relies on: ``publish`` returns only when
 the events are durable (Kafka acknowledged them; or, in-process, every target committed
 them), so the source checkpoint never moves past an event that could still be lost.
