@@ -21,18 +21,17 @@ from aiokafka.admin import AIOKafkaAdminClient
 from airflow_asset_sync.api.events import SCHEMA, Envelope, SourceEvent
 from airflow_asset_sync.api.spec import Kafka, KafkaSasl, KafkaSecurity, ObjectRef
 from airflow_asset_sync.api.transport import Delivery, Publisher, Subscription
-from airflow_asset_sync.clients.kafka import (
+from airflow_asset_sync.clients.kafka.errors import (
     KafkaAuthError,
     KafkaConfigError,
-    KafkaPublisher,
     KafkaRejected,
-    KafkaSettings,
-    KafkaSubscription,
     KafkaTransportError,
     KafkaUnavailable,
-    default_topic,
-    group_id,
 )
+from airflow_asset_sync.clients.kafka.naming import default_topic, group_id
+from airflow_asset_sync.clients.kafka.publisher import KafkaPublisher
+from airflow_asset_sync.clients.kafka.settings import KafkaSettings
+from airflow_asset_sync.clients.kafka.subscription import KafkaSubscription
 from rig.kafka import KafkaBroker
 
 SYNC = ObjectRef(namespace="team-a", name="migration")
@@ -418,7 +417,8 @@ async def _commit(sub: KafkaSubscription, deliveries: list[Delivery]) -> bool:
 _MEMBER = """
 import asyncio, sys
 from airflow_asset_sync.api.spec import ObjectRef
-from airflow_asset_sync.clients.kafka import KafkaSettings, KafkaSubscription
+from airflow_asset_sync.clients.kafka.settings import KafkaSettings
+from airflow_asset_sync.clients.kafka.subscription import KafkaSubscription
 
 async def main(bootstrap, topic, session_ms):
     settings = KafkaSettings(bootstrap_servers=(bootstrap,), topic=topic,

@@ -42,7 +42,9 @@ from airflow_asset_sync.clients.airflow.base import (
     EventQuery,
 )
 from airflow_asset_sync.clients.airflow.factory import connect
-from airflow_asset_sync.clients.kafka import KafkaPublisher, KafkaSettings, KafkaSubscription
+from airflow_asset_sync.clients.kafka.publisher import KafkaPublisher
+from airflow_asset_sync.clients.kafka.settings import KafkaSettings
+from airflow_asset_sync.clients.kafka.subscription import KafkaSubscription
 from airflow_asset_sync.resources import naming
 from airflow_asset_sync.worker import credentials as creds
 from airflow_asset_sync.worker import verify

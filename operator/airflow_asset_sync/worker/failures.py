@@ -32,7 +32,7 @@ from airflow_asset_sync.clients.airflow.base import (
     BadResponse,
     TlsFailed,
 )
-from airflow_asset_sync.clients.kafka import (
+from airflow_asset_sync.clients.kafka.errors import (
     KafkaAuthError,
     KafkaConfigError,
     KafkaRejected,

@@ -11,7 +11,11 @@ from airflow_asset_sync.clients.airflow.base import (
     TlsFailed,
     Unavailable,
 )
-from airflow_asset_sync.clients.kafka import KafkaAuthError, KafkaConfigError, KafkaUnavailable
+from airflow_asset_sync.clients.kafka.errors import (
+    KafkaAuthError,
+    KafkaConfigError,
+    KafkaUnavailable,
+)
 from airflow_asset_sync.worker.failures import GRACE_SECONDS, FailureReport, classify
 
 from .fakes import FakeClock
