@@ -5,8 +5,9 @@ person must hear about failures that retrying cannot fix. Each side (the source,
 reports its current failure in ``status.source.failure`` / ``status.targets[].failure``
 (`api.status.Failure`), which the operator turns into conditions:
 
-- not retriable (the clients' ``retriable`` flag: wrong credentials, a certificate that
-  does not verify, Kafka authorization or settings): reported at once; the sync is Stalled.
+- not retriable (the ``retriable`` flag every client error carries, `api.errors`: wrong
+  credentials, a certificate that does not verify, Kafka authorization or settings): reported
+  at once; the sync is Stalled.
 - retriable (an instance or Kafka down): reported only once it has lasted `GRACE_SECONDS`,
   so a blip never flips Ready; the sync is then Reconciling.
 
@@ -18,25 +19,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
+from airflow_asset_sync.api.errors import ServiceError
 from airflow_asset_sync.api.status import (
     Failure,
     FailureComponent,
     FailureKind,
     SourceStatus,
     TargetStatus,
-)
-from airflow_asset_sync.clients.airflow.base import (
-    AirflowError,
-    AuthFailed,
-    BadRequest,
-    BadResponse,
-    TlsFailed,
-)
-from airflow_asset_sync.clients.kafka.errors import (
-    KafkaAuthError,
-    KafkaConfigError,
-    KafkaRejected,
-    KafkaTransportError,
 )
 from airflow_asset_sync.worker.clock import Clock
 
@@ -51,22 +40,22 @@ Kind = FailureKind
 
 
 def classify(exc: BaseException) -> tuple[Kind, bool]:
-    """The failure kind of `exc` and whether retrying may fix it (the client's own flag)."""
-    kind: Kind
-    if isinstance(exc, AuthFailed | KafkaAuthError):
-        kind = "AuthFailed"
-    elif isinstance(exc, TlsFailed):
-        kind = "TLSFailed"
-    elif isinstance(exc, KafkaConfigError):
-        kind = "ConfigInvalid"
-    elif isinstance(exc, BadRequest | BadResponse | KafkaRejected):
-        kind = "Rejected"
-    else:
-        kind = "Unavailable"
-    if isinstance(exc, AirflowError | KafkaTransportError):
-        return kind, bool(exc.retriable)
+    """The failure kind of `exc` and whether retrying may fix it, as the client's error says.
+
+    Read from the data every client error carries (`api.errors.ServiceError`), so this
+    module needs no client's classes (the engine imports no client module).
+    """
+    if isinstance(exc, ServiceError):
+        return exc.failure_kind, exc.retriable
     # Anything else (a bug, an OS error) is retried like an outage: never Stalled on a guess.
-    return kind, True
+    return "Unavailable", True
+
+
+def component_of(exc: BaseException, side: Side) -> Component:
+    """Which component failed: the one the error names (Kafka), else the side that called."""
+    if isinstance(exc, ServiceError) and exc.component is not None:
+        return exc.component
+    return side
 
 
 class FailureReport:
@@ -90,7 +79,7 @@ class FailureReport:
     def failed(self, exc: BaseException) -> None:
         """Record a failed attempt of this side."""
         kind, retriable = classify(exc)
-        component: Component = "Kafka" if isinstance(exc, KafkaTransportError) else self._side
+        component = component_of(exc, self._side)
         now = self._clock.now()
         current = self._status.failure
         if current is not None and (current.component, current.kind) == (component, kind):

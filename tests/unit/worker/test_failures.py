@@ -4,19 +4,32 @@ from __future__ import annotations
 
 import pytest
 
+from airflow_asset_sync.api.errors import ServiceError
 from airflow_asset_sync.api.status import SourceStatus, TargetStatus
 from airflow_asset_sync.clients.airflow.base import (
+    AirflowError,
+    AssetNotFound,
     AuthFailed,
+    BadRequest,
     BadResponse,
+    InvalidRow,
     TlsFailed,
     Unavailable,
+    WriteOutcomeUnknown,
 )
 from airflow_asset_sync.clients.kafka.errors import (
     KafkaAuthError,
     KafkaConfigError,
+    KafkaRejected,
+    KafkaTransportError,
     KafkaUnavailable,
 )
-from airflow_asset_sync.worker.failures import GRACE_SECONDS, FailureReport, classify
+from airflow_asset_sync.worker.failures import (
+    GRACE_SECONDS,
+    FailureReport,
+    classify,
+    component_of,
+)
 
 from .fakes import FakeClock
 
@@ -38,6 +51,51 @@ def test_classify_follows_the_clients_retriable_flag(
     exc: Exception, kind: str, retriable: bool
 ) -> None:
     assert classify(exc) == (kind, retriable)
+
+
+@pytest.mark.parametrize(
+    ("exc", "kind", "retriable", "component"),
+    [
+        (AirflowError("x"), "Unavailable", False, "Target"),
+        (Unavailable("x"), "Unavailable", True, "Target"),
+        (WriteOutcomeUnknown("x"), "Unavailable", True, "Target"),
+        (AuthFailed("x"), "AuthFailed", False, "Target"),
+        (TlsFailed("x"), "TLSFailed", False, "Target"),
+        (AssetNotFound("x"), "Unavailable", False, "Target"),
+        (BadRequest("x"), "Rejected", False, "Target"),
+        (BadResponse("x"), "Rejected", False, "Target"),
+        (InvalidRow("x", problem="p"), "Rejected", False, "Target"),
+        (KafkaTransportError("x"), "Unavailable", False, "Kafka"),
+        (KafkaUnavailable("x"), "Unavailable", True, "Kafka"),
+        (KafkaAuthError("x"), "AuthFailed", False, "Kafka"),
+        (KafkaConfigError("x"), "ConfigInvalid", False, "Kafka"),
+        (KafkaRejected("x"), "Rejected", False, "Kafka"),
+    ],
+)
+def test_every_client_error_carries_its_kind_retriable_and_component(
+    exc: ServiceError, kind: str, retriable: bool, component: str
+) -> None:
+    """The data on each class of both trees is what the report reads (same message "x")."""
+    assert (exc.failure_kind, exc.retriable) == (kind, retriable)
+    assert classify(exc) == (kind, retriable)
+    assert component_of(exc, "Target") == component
+
+
+def test_classification_reads_the_errors_data_not_its_class_or_message() -> None:
+    """An error from no known client, whose message says the opposite of its data."""
+
+    class BrokerQuota(ServiceError):
+        retriable = True
+        failure_kind = "ConfigInvalid"
+        component = "Kafka"
+
+    exc = BrokerQuota("AuthFailed: not retriable (TLS certificate verify failed)")
+    assert classify(exc) == ("ConfigInvalid", True)
+    status = SourceStatus()
+    FailureReport(status, side="Source", clock=FakeClock(), grace=0).failed(exc)
+    assert status.failure is not None
+    assert (status.failure.component, status.failure.kind) == ("Kafka", "ConfigInvalid")
+    assert status.failure.retriable is True
 
 
 def test_a_failure_retrying_cannot_fix_is_reported_at_once() -> None:

@@ -1,18 +1,19 @@
 """The one interface both Airflow API clients implement, and their error tree.
 
-Error tree (``retriable`` is a class attribute, as in aiokafka)::
+Error tree (``retriable`` and ``failure_kind`` are class attributes, as in aiokafka; the
+root, `api.errors.ServiceError`, says what they mean). The kind is in brackets::
 
-    AirflowError
-     +-- Unavailable        retriable: 5xx, timeouts, connection errors (after retries ran out)
+    AirflowError                 [Unavailable]
+     +-- Unavailable             retriable: 5xx, timeouts, connection errors (after retries)
      |    +-- WriteOutcomeUnknown  a POST failed after the request may have reached the server
-     +-- AuthFailed         401/403 after a re-login attempt; a person must fix credentials
-     +-- TlsFailed          the server's certificate does not verify (unknown CA, expired,
-     |                      wrong host name); a person must fix the CA or the URL
-     +-- AssetNotFound      404 for the asset: the target does not know it (yet)
-     +-- BadRequest         4xx other than the above: our request is wrong for this server
-     +-- BadResponse        the server answered, but not with what the API promises
-          |                 (HTML error page, missing fields, wrong types, oversized extra)
-          +-- InvalidRow    one row of a listing failed validation (in `EventPage.invalid`)
+     +-- AuthFailed  [AuthFailed]  401/403 after a re-login attempt; a person must fix credentials
+     +-- TlsFailed   [TLSFailed]   the server's certificate does not verify (unknown CA,
+     |                             expired, wrong host name); a person must fix the CA or URL
+     +-- AssetNotFound           404 for the asset: the target does not know it (yet)
+     +-- BadRequest  [Rejected]    4xx other than the above: our request is wrong for the server
+     +-- BadResponse [Rejected]    the server answered, but not with what the API promises
+          |                        (HTML error page, missing fields, wrong types, big extra)
+          +-- InvalidRow         one row of a listing failed validation (in `EventPage.invalid`)
 
 The HTTP library's own exception is chained as ``__cause__``. Messages never contain
 credentials, tokens or request headers.
@@ -22,13 +23,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, ClassVar, Literal, Protocol
+from typing import Any, Literal, Protocol
 
+from airflow_asset_sync.api.errors import ServiceError
 from airflow_asset_sync.api.events import SourceEvent
 
 
-class AirflowError(Exception):
-    retriable: ClassVar[bool] = False
+class AirflowError(ServiceError):
+    """The Airflow instance of the side that called (source or target) failed it."""
 
 
 class Unavailable(AirflowError):
@@ -46,11 +48,13 @@ class WriteOutcomeUnknown(Unavailable):
 
 
 class AuthFailed(AirflowError):
-    pass
+    failure_kind = "AuthFailed"
 
 
 class TlsFailed(AirflowError):
     """Certificate verification failed: retrying cannot help until the CA or URL changes."""
+
+    failure_kind = "TLSFailed"
 
 
 class AssetNotFound(AirflowError):
@@ -58,11 +62,11 @@ class AssetNotFound(AirflowError):
 
 
 class BadRequest(AirflowError):
-    pass
+    failure_kind = "Rejected"
 
 
 class BadResponse(AirflowError):
-    pass
+    failure_kind = "Rejected"
 
 
 class InvalidRow(BadResponse):

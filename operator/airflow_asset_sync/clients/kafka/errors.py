@@ -2,11 +2,14 @@
 
 Error tree::
 
-    KafkaTransportError     not retriable unless a subclass says so
-     +-- KafkaUnavailable   retriable: unreachable, timed out, a rebalance or a moved leader
-     +-- KafkaAuthError     authentication or authorization failed: a person must act
-     +-- KafkaConfigError   the settings are invalid (CA file, SASL, topic name...)
-     +-- KafkaRejected      the broker refused a request for good (record too large...)
+    KafkaTransportError     Unavailable: not retriable unless a subclass says so
+     +-- KafkaUnavailable   Unavailable, retriable: unreachable, timed out, a rebalance
+     +-- KafkaAuthError     AuthFailed: authentication or authorization failed
+     +-- KafkaConfigError   ConfigInvalid: the settings are invalid (CA file, SASL, topic...)
+     +-- KafkaRejected      Rejected: the broker refused a request for good (record too large)
+
+The root is `api.errors.ServiceError`; the word before each colon is its ``failure_kind``,
+and ``component`` is "Kafka" for all of them (whichever side published or consumed).
 
 Everything aiokafka raises leaves this package as one of these (`error_class` picks which),
 with the original chained as ``__cause__``; the worker reads ``retriable`` to choose between
@@ -17,15 +20,16 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from typing import ClassVar
 
 from aiokafka import errors as kerr
 
+from airflow_asset_sync.api.errors import ServiceError
 
-class KafkaTransportError(Exception):
+
+class KafkaTransportError(ServiceError):
     """Kafka could not do what was asked. Not retriable unless a subclass says so."""
 
-    retriable: ClassVar[bool] = False
+    component = "Kafka"
 
 
 class KafkaUnavailable(KafkaTransportError):
@@ -37,13 +41,19 @@ class KafkaUnavailable(KafkaTransportError):
 class KafkaAuthError(KafkaTransportError):
     """Authentication or authorization failed: retrying will not help until config changes."""
 
+    failure_kind = "AuthFailed"
+
 
 class KafkaConfigError(KafkaTransportError):
     """The settings are invalid (missing CA file, SASL without credentials, bad topic...)."""
 
+    failure_kind = "ConfigInvalid"
+
 
 class KafkaRejected(KafkaTransportError):
     """The broker refused a request for good (record too large, invalid record...)."""
+
+    failure_kind = "Rejected"
 
 
 _AUTH_ERRORS: tuple[type[BaseException], ...] = (
