@@ -1,10 +1,7 @@
-"""`KafkaPublisher`: the `api.transport.Publisher` on Kafka (idempotent, acks=all).
+"""`KafkaPublisher`: the `api.transport.Publisher` on Kafka.
 
-`publish` returns only when every record is on all in-sync replicas, which is the promise the
-poller's checkpoint relies on (`api.transport`); idempotence keeps the producer's own retries
-from writing duplicates. Records are keyed by asset URI: Kafka keeps order per partition and
-the default partitioner maps a key to one partition, so one asset's events stay in source
-order however many partitions the topic has.
+`publish` returns only when every record is on all in-sync replicas (the promise the poller's
+checkpoint relies on); records are keyed by asset URI. The package docstring says why.
 """
 
 from __future__ import annotations
