@@ -1,7 +1,9 @@
 """In-memory stand-ins for Airflow, the transport, the offset store and the clock.
 
 `FakeAirflow` behaves like the real APIs where the worker's correctness depends on it
-(airflow-api.md sections 1, 2 and 4):
+(the REST API references of 2.x and 3.x,
+https://airflow.apache.org/docs/apache-airflow/2.11.0/stable-rest-api-ref.html and
+https://airflow.apache.org/docs/apache-airflow/stable/stable-rest-api-ref.html):
 
 - 2.x (``v1``): no ``timestamp_gte`` (400, like connexion's strict validation), ordering by
   timestamp only and **no tie-breaker**: rows sharing a timestamp come back in a fresh random
