@@ -190,10 +190,8 @@ class SyncWorker:
 
     async def _run(self, clients: list[AirflowClient]) -> None:
         spec = self._spec
-        status = await self._store.load()
-        names = {t.name for t in spec.targets}
-        status.targets = [t for t in status.targets if t.name in names]  # removed targets
-        await self._store.retain_targets(names)
+        # Entries of targets removed from the spec are pruned by the store.
+        status = await self._store.load(targets={t.name for t in spec.targets})
         for target in spec.targets:
             status.target(target.name)
         # Failures are this pod's to report: one left by an earlier worker (before a fixed

@@ -405,7 +405,9 @@ class MemoryStore:
         self.replay_saves: list[ReplayStatus] = []
         self.on_save_source: Callable[[SourceStatus], None] | None = None
 
-    async def load(self) -> WorkerStatus:
+    async def load(self, targets: Collection[str] | None = None) -> WorkerStatus:
+        if targets is not None:
+            self.status.targets = [t for t in self.status.targets if t.name in targets]
         return self.status.model_copy(deep=True)
 
     async def save_source(self, source: SourceStatus) -> None:
@@ -425,9 +427,6 @@ class MemoryStore:
         snapshot = replay.model_copy(deep=True)
         self.status.replay = snapshot
         self.replay_saves.append(snapshot)
-
-    async def retain_targets(self, names: Collection[str]) -> None:
-        self.status.targets = [t for t in self.status.targets if t.name in names]
 
 
 class ListSubscription:
