@@ -151,7 +151,7 @@ async def test_failures_lag_and_removed_targets_as_the_api_server_stores_them(
         "since": "2026-11-25T03:00:00Z",
     }
 
-    await store.retain_targets({"b", "c"})
+    await store.load(targets={"b", "c"})  # what the worker does at start
     await store.save_target(TargetStatus(name="b", lag_seconds=0.0))
     status = (live.get(kube, "airflowassetsync", "s", namespace) or {})["status"]
     assert sorted(t["name"] for t in status["targets"]) == ["b", "c"]

@@ -11,7 +11,7 @@ bench runs "before" next to the product ("after") on the same machine, in the sa
   so the median latency is at least half the interval plus the pipeline.
 - ``AAS_BENCH_FULL_WINDOW=1``: every read re-reads the whole overlap window behind the
   checkpoint (before ``settled_before``), and a 3.x catch-up reads one page at a time
-  (before `cursor.V2Cursor`'s prefetch).
+  (before `cursor.v2.V2Cursor`'s prefetch).
 - ``AAS_BENCH_WRITE_CONCURRENCY=N``: POSTs in flight per target (`ReplayerOptions.concurrency`
   and `HttpOptions.max_inflight_writes`). The product's default is 1: on the rig's
   SQLite-backed Airflow 3.3 two concurrent writes already deadlock on the database lock until
@@ -27,9 +27,10 @@ from typing import Any
 
 from airflow_asset_sync.api.status import Checkpoint
 from airflow_asset_sync.clients.airflow import http as http_module
-from airflow_asset_sync.worker import cursor as cursor_module
 from airflow_asset_sync.worker import pipeline as pipeline_module
 from airflow_asset_sync.worker import poller as poller_module
+from airflow_asset_sync.worker.cursor import checkpoint as checkpoint_module
+from airflow_asset_sync.worker.cursor import v2 as v2_module
 from airflow_asset_sync.worker.replayer import ReplayerOptions
 
 
@@ -49,8 +50,9 @@ def _full_window() -> None:
             return None
         return checkpoint.timestamp - overlap
 
-    cursor_module._lower_bound = lower_bound
-    defaults = cursor_module.V2Cursor.__init__.__kwdefaults__
+    # Both strategies look it up in `cursor.checkpoint` at every read.
+    checkpoint_module.lower_bound = lower_bound
+    defaults = v2_module.V2Cursor.__init__.__kwdefaults__
     assert defaults is not None and "prefetch" in defaults
     defaults["prefetch"] = 1
 

@@ -50,7 +50,7 @@ from airflow_asset_sync.worker import credentials as creds
 from airflow_asset_sync.worker import verify
 from airflow_asset_sync.worker.channel import InProcessChannel
 from airflow_asset_sync.worker.clock import SystemClock
-from airflow_asset_sync.worker.health import Health
+from airflow_asset_sync.worker.health import Health, readiness_timeout
 from airflow_asset_sync.worker.lease import FencedOffsetStore, LeaseHolder, LeaseStore, new_identity
 from airflow_asset_sync.worker.metrics import MetricsServer, WorkerMetrics, start_metrics_server
 from airflow_asset_sync.worker.offsets import FileOffsetStore, OffsetStore
@@ -166,7 +166,7 @@ async def _run(
     publisher, subscriptions = _transport(sync, resolved)  # built, not started
     metrics = WorkerMetrics()
     health = Health(
-        monotonic=time.monotonic, ready_after=max(60.0, 3 * sync.spec.poll_interval_seconds)
+        monotonic=time.monotonic, ready_after=readiness_timeout(sync.spec.poll_interval_seconds)
     )
     wakeup = Wakeup()
     poke = None

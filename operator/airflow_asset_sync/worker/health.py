@@ -15,6 +15,22 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+#: Readiness never expires sooner than this (seconds), however short ``pollInterval`` is.
+MIN_READY_AFTER_S = 60.0
+#: Polls that may be missed in a row before the worker reports not-ready.
+MISSED_POLLS = 3
+
+
+def readiness_timeout(poll_interval_s: float) -> float:
+    """Seconds after the last successful poll before the worker is not ready.
+
+    A poll succeeds once per interval at best, so a few missed ones (`MISSED_POLLS`) are
+    allowed before reporting not-ready, and never less than `MIN_READY_AFTER_S`: with the
+    default 1 s interval a source outage of a few seconds is not worth a probe failure, and
+    ``pollInterval`` may be up to an hour.
+    """
+    return max(MIN_READY_AFTER_S, MISSED_POLLS * poll_interval_s)
+
 
 @dataclass
 class Health:
@@ -23,8 +39,9 @@ class Health:
     monotonic: Callable[[], float]
     #: Heartbeats older than this mean a stuck loop.
     live_after: float = 30.0
-    #: A successful poll older than this means not ready (also: none yet).
-    ready_after: float = 60.0
+    #: A successful poll older than this means not ready (also: none yet); the worker sets
+    #: it from its poll interval (`readiness_timeout`).
+    ready_after: float = MIN_READY_AFTER_S
     _last_beat: float | None = field(default=None, init=False)
     _last_poll: float | None = field(default=None, init=False)
     _started: bool = field(default=False, init=False)

@@ -390,8 +390,8 @@ class FencedOffsetStore:
         self._inner = inner
         self._lease = lease
 
-    async def load(self) -> WorkerStatus:
-        return await self._inner.load()
+    async def load(self, targets: Collection[str] | None = None) -> WorkerStatus:
+        return await self._inner.load(targets)
 
     async def save_source(self, source: SourceStatus) -> None:
         if self._lease.is_held():
@@ -404,9 +404,6 @@ class FencedOffsetStore:
     async def save_replay(self, replay: ReplayStatus) -> None:
         if self._lease.is_held():
             await self._inner.save_replay(replay)
-
-    async def retain_targets(self, names: Collection[str]) -> None:
-        await self._inner.retain_targets(names)
 
 
 # -- the Lease object in Kubernetes ------------------------------------------------------------

@@ -32,8 +32,13 @@ from airflow_asset_sync.api.status import ReplayStatus, SourceStatus, TargetStat
 
 
 class OffsetStore(Protocol):
-    async def load(self) -> WorkerStatus:
-        """The worker status as last saved; an empty `WorkerStatus` the first time."""
+    async def load(self, targets: Collection[str] | None = None) -> WorkerStatus:
+        """The worker status as last saved; an empty `WorkerStatus` the first time.
+
+        With `targets` (the spec's target names), entries of other targets (removed from
+        the spec) are pruned here, from the status returned and from every later save, so a
+        removed target's figures and lag do not outlive it.
+        """
         ...
 
     async def save_source(self, source: SourceStatus) -> None:
@@ -46,11 +51,6 @@ class OffsetStore(Protocol):
 
     async def save_replay(self, replay: ReplayStatus) -> None:
         """Replace ``status.replay`` (the outcome of the last ``spec.replay``)."""
-        ...
-
-    async def retain_targets(self, names: Collection[str]) -> None:
-        """Forget the entries of targets not in `names` (removed from the spec): the next
-        save leaves them out, so a removed target's figures do not outlive it."""
         ...
 
 
@@ -89,8 +89,14 @@ class FileOffsetStore:
             self._status = self._read()
         return self._status
 
-    async def load(self) -> WorkerStatus:
+    async def load(self, targets: Collection[str] | None = None) -> WorkerStatus:
         self._status = self._read()
+        if targets is not None:
+            kept = [t for t in self._status.targets if t.name in targets]
+            if len(kept) != len(self._status.targets):
+                self._status.targets = kept
+                self._status.lag_seconds = WorkerStatus.largest_lag(kept)
+                self._write(self._status)
         return self._status.model_copy(deep=True)
 
     async def save_source(self, source: SourceStatus) -> None:
@@ -110,13 +116,6 @@ class FileOffsetStore:
         status = self._current()
         status.replay = replay.model_copy(deep=True)
         self._write(status)
-
-    async def retain_targets(self, names: Collection[str]) -> None:
-        status = self._current()
-        kept = [t for t in status.targets if t.name in names]
-        if len(kept) != len(status.targets):
-            status.targets = kept
-            self._write(status)
 
     def _write(self, status: WorkerStatus) -> None:
         data = json.dumps(status.to_patch(), indent=2, sort_keys=True).encode()

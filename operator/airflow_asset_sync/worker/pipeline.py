@@ -47,12 +47,13 @@ from airflow_asset_sync.worker.clock import Clock, SystemClock, sleep_or_stop
 from airflow_asset_sync.worker.cursor import DEFAULT_OVERLAP, make_cursor
 from airflow_asset_sync.worker.failures import FailureReport, Side
 from airflow_asset_sync.worker.filters import EventFilter
-from airflow_asset_sync.worker.health import Health
+from airflow_asset_sync.worker.health import Health, readiness_timeout
 from airflow_asset_sync.worker.lease import WriteFence
 from airflow_asset_sync.worker.metrics import InstrumentedClient, WorkerMetrics
 from airflow_asset_sync.worker.offsets import OffsetStore
 from airflow_asset_sync.worker.parking import ParkingLimits
-from airflow_asset_sync.worker.poller import Poller, PollPace
+from airflow_asset_sync.worker.poller import Poller, PollPace, PollSettings
+from airflow_asset_sync.worker.redelivery import check_publish_bound
 from airflow_asset_sync.worker.replay import ReplayRun, abandoned, due
 from airflow_asset_sync.worker.replayer import Replayer, ReplayerOptions
 
@@ -72,6 +73,9 @@ class WorkerOptions:
     #: Events per poll batch; None picks the cursor's default (3.x 1000, 2.x 10000).
     max_batch: int | None = None
     max_invalid_retries: int = 3
+    #: Events per publish before each checkpoint (the poller's and a replay's); None: the
+    #: replayers' ``commit_batch``, the most allowed (`redelivery`).
+    max_publish: int | None = None
     #: Seconds between status flushes (counters, lag, last poll time).
     status_interval: float = 10.0
     #: Seconds after which a newer `lastPollTime` alone is worth a status write.
@@ -79,6 +83,14 @@ class WorkerOptions:
     #: Seconds the stop sequence may take in total before work is abandoned.
     stop_grace: float = 20.0
     replayer: ReplayerOptions = field(default_factory=ReplayerOptions)
+
+    def __post_init__(self) -> None:
+        check_publish_bound(max_publish=self.publish_bound, commit_batch=self.replayer.commit_batch)
+
+    @property
+    def publish_bound(self) -> int:
+        """Events per publish: `max_publish`, else the replayers' ``commit_batch``."""
+        return self.max_publish if self.max_publish is not None else self.replayer.commit_batch
 
 
 class SyncWorker:
@@ -119,10 +131,10 @@ class SyncWorker:
         self.metrics = metrics if metrics is not None else WorkerMetrics()
         self._clock: Clock = clock if clock is not None else SystemClock()
         if health is None:
-            # A poll succeeds once per interval at best; allow a few missed ones before
-            # reporting not-ready (pollInterval may be up to an hour).
-            ready_after = max(60.0, 3 * spec.poll_interval_seconds)
-            health = Health(monotonic=self._clock.monotonic, ready_after=ready_after)
+            health = Health(
+                monotonic=self._clock.monotonic,
+                ready_after=readiness_timeout(spec.poll_interval_seconds),
+            )
         self.health = health
         self._options = options if options is not None else WorkerOptions()
         #: In a cluster, the sync's Lease: every target write waits for it (see `lease`).
@@ -178,10 +190,8 @@ class SyncWorker:
 
     async def _run(self, clients: list[AirflowClient]) -> None:
         spec = self._spec
-        status = await self._store.load()
-        names = {t.name for t in spec.targets}
-        status.targets = [t for t in status.targets if t.name in names]  # removed targets
-        await self._store.retain_targets(names)
+        # Entries of targets removed from the spec are pruned by the store.
+        status = await self._store.load(targets={t.name for t in spec.targets})
         for target in spec.targets:
             status.target(target.name)
         # Failures are this pod's to report: one left by an earlier worker (before a fixed
@@ -289,23 +299,21 @@ class SyncWorker:
         status.api_version = client.api_version
         status.last_error = None
         poller = Poller(
+            settings=PollSettings.from_spec(
+                spec,
+                sync=self._sync,
+                overlap=options.overlap,
+                max_invalid_retries=options.max_invalid_retries,
+                # Checked against the replayers' commit_batch (`WorkerOptions`).
+                max_publish=options.publish_bound,
+            ),
             cursor=make_cursor(client, overlap=options.overlap, max_batch=options.max_batch),
             publisher=self._publisher,
             store=self._store,
             status=status,
-            sync=self._sync,
-            origin=spec.source.identity,
-            event_filter=EventFilter(spec.assets),
-            start_from=spec.start,
-            poll_interval=spec.poll_interval_seconds,
             clock=self._clock,
             metrics=self.metrics,
             health=self.health,
-            overlap=options.overlap,
-            max_invalid_retries=options.max_invalid_retries,
-            # What a crash can make the poller publish again must fit the replayers' window
-            # of deliveries checked against the target after a restart.
-            max_publish=options.replayer.commit_batch,
             wake=self._wake,
         )
         log.info("polling the source", extra={**self._log_extra, "api": client.api_version})
@@ -336,7 +344,7 @@ class SyncWorker:
             clock=self._clock,
             # The poller's pace while events flow, one page at a time.
             pause=PollPace(spec.poll_interval_seconds).active_interval,
-            max_publish=self._options.replayer.commit_batch,
+            max_publish=self._options.publish_bound,
         )
 
     async def _target_side(
@@ -351,6 +359,11 @@ class SyncWorker:
         self._target_clients[target.name] = client
         status.api_version = client.api_version
         status.last_error = None
+        options = replayer_options(self._options.replayer, target, targets=len(self._spec.targets))
+        # What a crash makes the poller publish again must fit this replayer's suspect window.
+        check_publish_bound(
+            max_publish=self._options.publish_bound, commit_batch=options.commit_batch
+        )
         replayer = Replayer(
             target=target,
             client=client,
@@ -358,9 +371,7 @@ class SyncWorker:
             status=status,
             clock=self._clock,
             metrics=self.metrics,
-            options=replayer_options(
-                self._options.replayer, target, targets=len(self._spec.targets)
-            ),
+            options=options,
             fence=self._fence,
             # Parked events must be stored before the delivery that carried them is
             # committed: the replayer saves its target status itself for that.

@@ -12,22 +12,17 @@ One iteration (`Poller.poll_once`):
      A <-> B pair does not ping-pong an event forever. Any marker counts, not only ours: an
      event a replayer wrote is a copy, and copies are never copied again;
    - filtered out by ``spec.assets``.
-5. Wrap the rest in `Envelope`s and ``await publisher.publish``, at most `max_publish` at a
-   time (in batch order).
+5. Wrap the rest in `Envelope`s and ``await publisher.publish``, at most
+   `PollSettings.max_publish` at a time (in batch order).
 6. Only after a publish returns, compute and save the checkpoint past its events.
 
 The checkpoint never passes an event that was not delivered: if publish raises, nothing more
 is saved and the events from that publish on are read again after a back-off.
 
-Why publishes are bounded: after a crash, everything published but not checkpointed is read
-and published again. With Kafka, ``published_keys`` filters those re-reads. The in-process
-channel keeps nothing, so they reach the replayers a second time, and a replayer checks only
-its first `commit_batch` deliveries after a start against the target (its *suspect* window).
-A publish of a whole poll batch (up to 1000 events, 10,000 for 2.x) that a SIGKILL cut short
-was therefore written again from its 101st event on: the reliability suite saw 106 of 2,000
-events duplicated, some ten times over, as each restart re-read the same unfinished batch.
-Publishing at most `max_publish` (<= `commit_batch`) events before each checkpoint keeps what
-can be re-read after a crash inside that window.
+Why publishes are bounded: after a crash, everything published but not checkpointed is
+published again, and a replayer checks only its first `commit_batch` deliveries after a start
+against the target; `redelivery` gives the figures, and `redelivery.check_publish_bound`
+holds `max_publish` (<= `commit_batch`) where the worker is wired.
 
 Invalid rows (``EventPage.invalid``): a row the client could not validate cannot be
 delivered, and skipping it at once would lose it to a transient fault (a truncated response,
@@ -51,10 +46,11 @@ from datetime import datetime, timedelta
 
 from airflow_asset_sync.api.events import MARKER_KEY, Envelope, SourceEvent
 from airflow_asset_sync.api.redaction import masked_keys
-from airflow_asset_sync.api.spec import StartFrom
+from airflow_asset_sync.api.spec import AssetFilter, StartFrom, SyncSpec
 from airflow_asset_sync.api.status import Checkpoint, SourceGap, SourceStatus
 from airflow_asset_sync.api.transport import Publisher
 from airflow_asset_sync.clients.airflow.base import BadResponse, InvalidRow
+from airflow_asset_sync.worker import redelivery
 from airflow_asset_sync.worker.backoff import BackoffPolicy
 from airflow_asset_sync.worker.clock import Clock, sleep_or_stop, sleep_or_wake
 from airflow_asset_sync.worker.cursor import (
@@ -79,10 +75,10 @@ _REDACTED_MEMORY = 1000
 
 InvalidKey = tuple[str, object]
 
-#: Most envelopes per publish; the checkpoint is saved after each. Equal to the replayer's
-#: default `commit_batch`, its window of deliveries checked against the target after a
-#: restart (see "Why publishes are bounded" in the module docstring).
-MAX_PUBLISH = 100
+#: Most envelopes per publish by default; the checkpoint is saved after each. The replayers'
+#: default `commit_batch`, their window of deliveries checked against the target after a
+#: restart (see `redelivery`).
+MAX_PUBLISH = redelivery.COMMIT_BATCH
 
 #: Back-off after a failed poll (source down, publish failed).
 POLL_ERROR_BACKOFF = BackoffPolicy(initial=1.0, maximum=60.0)
@@ -175,48 +171,87 @@ def _invalid_position(exc: BadResponse) -> tuple[datetime, int] | None:
     return (exc.timestamp, exc.event_id if exc.event_id is not None else -1)
 
 
+@dataclass(frozen=True, kw_only=True)
+class PollSettings:
+    """What the poller takes from the sync's spec and the worker's options, as one value.
+
+    Built from the spec by `from_spec`, so no call site copies fields one by one (the
+    collaborators, the status and the clock stay separate arguments of `Poller`).
+    """
+
+    #: The sync's ``namespace/name``, carried in every envelope.
+    sync: str
+    #: The source's identity (``spec.source.identity``): every envelope's origin, and what
+    #: the transport's published keys are asked for.
+    origin: str
+    #: Which events are forwarded (``spec.assets``).
+    assets: AssetFilter
+    #: ``spec.startFrom``: resolved once, into the first checkpoint.
+    start_from: StartFrom
+    #: ``spec.pollInterval`` in seconds: the pace while the source is quiet (`PollPace`).
+    poll_interval_s: float
+    #: How far behind the checkpoint each read looks again (`cursor.checkpoint`).
+    overlap: timedelta = DEFAULT_OVERLAP
+    #: Consecutive polls an invalid row holds the checkpoint before it is skipped.
+    max_invalid_retries: int = 3
+    #: Most envelopes per publish, each followed by a checkpoint; at most the replayers'
+    #: ``commit_batch`` (`redelivery.check_publish_bound`, checked where both are known).
+    max_publish: int = MAX_PUBLISH
+    #: Back-off after a failed poll.
+    error_backoff: BackoffPolicy = POLL_ERROR_BACKOFF
+
+    def __post_init__(self) -> None:
+        if self.max_publish < 1:
+            raise ValueError(f"max_publish must be at least 1, got {self.max_publish}")
+
+    @classmethod
+    def from_spec(
+        cls,
+        spec: SyncSpec,
+        *,
+        sync: str,
+        overlap: timedelta = DEFAULT_OVERLAP,
+        max_invalid_retries: int = 3,
+        max_publish: int = MAX_PUBLISH,
+    ) -> PollSettings:
+        """The settings for `spec`; the rest come from the worker's options."""
+        return cls(
+            sync=sync,
+            origin=spec.source.identity,
+            assets=spec.assets,
+            start_from=spec.start,
+            poll_interval_s=spec.poll_interval_seconds,
+            overlap=overlap,
+            max_invalid_retries=max_invalid_retries,
+            max_publish=max_publish,
+        )
+
+
 class Poller:
     """Moves source events into the transport for one sync."""
 
     def __init__(
         self,
         *,
+        settings: PollSettings,
         cursor: Cursor,
         publisher: Publisher,
         store: OffsetStore,
         status: SourceStatus,
-        sync: str,
-        origin: str,
-        event_filter: EventFilter,
-        start_from: StartFrom,
-        poll_interval: float,
         clock: Clock,
         metrics: WorkerMetrics,
         health: Health | None = None,
-        overlap: timedelta = DEFAULT_OVERLAP,
-        max_invalid_retries: int = 3,
-        error_backoff: BackoffPolicy = POLL_ERROR_BACKOFF,
-        max_publish: int = MAX_PUBLISH,
         wake: asyncio.Event | None = None,
     ) -> None:
-        if max_publish < 1:
-            raise ValueError(f"max_publish must be at least 1, got {max_publish}")
+        self._settings = settings
         self._cursor = cursor
         self._publisher = publisher
         self._store = store
         self.status = status
-        self._sync = sync
-        self._origin = origin
-        self._filter = event_filter
-        self._start_from = start_from
-        self._poll_interval = poll_interval
+        self._filter = EventFilter(settings.assets)
         self._clock = clock
         self._metrics = metrics
         self._health = health
-        self._overlap = overlap
-        self._max_invalid_retries = max_invalid_retries
-        self._error_backoff = error_backoff
-        self._max_publish = max_publish
         #: Set by accepted pokes (`poke.Wakeup`): cut the sleep short and read now.
         self._wake = wake
         self._published_keys: set[int] | None = None
@@ -225,7 +260,7 @@ class Poller:
         self._redacted_assets: OrderedDict[str, None] = OrderedDict()
         #: The checkpoint time last checked for a purge (each is checked once).
         self._gap_checked: datetime | None = None
-        self._log_extra = {"sync": sync, "origin": origin}
+        self._log_extra = {"sync": settings.sync, "origin": settings.origin}
         self._failures = FailureReport(status, side="Source", clock=clock)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -237,8 +272,8 @@ class Poller:
         is under way cause one read after it, however many they are: the wake is cleared
         just before each read, and everything new is read at once anyway.
         """
-        backoff = self._error_backoff.start()
-        pace = PollPace(self._poll_interval)
+        backoff = self._settings.error_backoff.start()
+        pace = PollPace(self._settings.poll_interval_s)
         while not stop.is_set():
             if self._wake is not None:
                 self._wake.clear()
@@ -275,7 +310,7 @@ class Poller:
 
     async def _initialize(self) -> None:
         if self._published_keys is None:
-            self._published_keys = set(await self._publisher.published_keys(self._origin))
+            self._published_keys = set(await self._publisher.published_keys(self._settings.origin))
             if self._published_keys:
                 log.info(
                     "transport already holds events of this origin; they will not be re-sent",
@@ -283,14 +318,14 @@ class Poller:
                 )
         if not self.status.checkpoint.initialized:
             self.status.checkpoint = await resolve_start(
-                self._cursor, self._start_from, overlap=self._overlap
+                self._cursor, self._settings.start_from, overlap=self._settings.overlap
             )
             await self._store.save_source(self.status)
             log.info(
                 "start position resolved",
                 extra={
                     **self._log_extra,
-                    "start_from": str(self._start_from),
+                    "start_from": str(self._settings.start_from),
                     "checkpoint": _describe(self.status.checkpoint.timestamp),
                 },
             )
@@ -319,8 +354,10 @@ class Poller:
                     extra={**self._log_extra, "event_id": event.id, "reason": reason},
                 )
             else:
-                chunk.append(Envelope(sync=self._sync, origin=self._origin, event=event))
-            if len(chunk) < self._max_publish and index < len(candidates) - 1:
+                chunk.append(
+                    Envelope(sync=self._settings.sync, origin=self._settings.origin, event=event)
+                )
+            if len(chunk) < self._settings.max_publish and index < len(candidates) - 1:
                 continue
             if chunk:
                 await self._publisher.publish(chunk)
@@ -333,7 +370,10 @@ class Poller:
             already += counts["already"]
             await self._advance(
                 next_checkpoint(
-                    previous, batch=batch, handled=candidates[: index + 1], overlap=self._overlap
+                    previous,
+                    batch=batch,
+                    handled=candidates[: index + 1],
+                    overlap=self._settings.overlap,
                 )
             )
             chunk = []
@@ -342,7 +382,7 @@ class Poller:
         if not candidates:
             # Nothing to hand on, but the read may still settle part of the window.
             await self._advance(
-                next_checkpoint(previous, batch=batch, handled=[], overlap=self._overlap)
+                next_checkpoint(previous, batch=batch, handled=[], overlap=self._settings.overlap)
             )
         now = self._clock.now()
         self.status.last_poll_time = now
@@ -494,7 +534,7 @@ class Poller:
                 continue
             strikes[key] = self._strikes.get(key, 0) + 1
             event_id = key[1] if key[0] == "id" else None
-            if strikes[key] > self._max_invalid_retries:
+            if strikes[key] > self._settings.max_invalid_retries:
                 del strikes[key]
                 self._skip_invalid(key, exc, event_id)
                 continue
@@ -532,7 +572,7 @@ class Poller:
             extra={
                 **self._log_extra,
                 "event_id": event_id,
-                "attempts": self._max_invalid_retries,
+                "attempts": self._settings.max_invalid_retries,
                 "error": str(exc),
             },
         )

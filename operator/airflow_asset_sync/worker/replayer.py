@@ -86,6 +86,7 @@ from airflow_asset_sync.clients.airflow.base import (
     BadRequest,
     EventQuery,
 )
+from airflow_asset_sync.worker import redelivery
 from airflow_asset_sync.worker.backoff import Backoff, BackoffPolicy
 from airflow_asset_sync.worker.clock import Clock, sleep_or_stop
 from airflow_asset_sync.worker.failures import FailureReport
@@ -117,8 +118,9 @@ COMMIT_ATTEMPTS = 3
 
 @dataclass(frozen=True)
 class ReplayerOptions:
-    #: Largest batch fetched, and so the most deliveries ever uncommitted.
-    commit_batch: int = 100
+    #: Largest batch fetched, and so the most deliveries ever uncommitted; also the suspect
+    #: window after a start, which every publish must fit (`redelivery`).
+    commit_batch: int = redelivery.COMMIT_BATCH
     #: POSTs in flight to this target. One: Airflow 3.3.2 on SQLite does 30-70 POSTs/s one
     #: at a time, but with 2 in flight its writers wait on each other's database lock until
     #: SQLite's 5 s busy timeout and about a quarter answer HTTP 500 (measured by the

@@ -9,14 +9,25 @@ keeps in memory.
 
 The kubernetes client is synchronous; calls run in a thread so the event loop keeps polling
 and replaying while the API server answers (or is restarted).
+
+One owner for every write: the poller (checkpoints), the status flush and the replayers
+(parked events) all save through one store, and its patches go out one at a time, in the
+order they were asked for. Two things hold that order. An `asyncio.Lock` around building
+the body and sending it (with its retries), so an older body never lands after a newer one.
+And one writer thread for all requests, because a save whose task is cancelled (the stop
+sequence cancels the periodic flush, then flushes once more) leaves the lock at once while
+its request goes on in its thread: with a thread per request the next save was sent beside
+it, and the older body could land last.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from collections.abc import Collection
-from typing import Any
+from collections.abc import Callable, Collection
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from airflow_asset_sync.api.spec import ObjectRef
 from airflow_asset_sync.api.status import ReplayStatus, SourceStatus, TargetStatus, WorkerStatus
@@ -24,6 +35,8 @@ from airflow_asset_sync.clients.kube import KubeApi
 from airflow_asset_sync.worker.backoff import BackoffPolicy
 
 log = logging.getLogger(__name__)
+
+R = TypeVar("R")
 
 #: Saves retry while the API server is unreachable (restarts, upgrades) instead of crashing
 #: the worker; the checkpoint is then simply written late, never skipped.
@@ -35,13 +48,22 @@ class StatusOffsetStore:
         self._kube = kube
         self._ref = ref
         self._targets: dict[str, TargetStatus] = {}
-        #: Saves come from the status flush and from replayers (parked events) at once; one
-        #: patch at a time, its body built inside the lock, so an older body never lands
-        #: after a newer one (a parked event saved, then overwritten by a stale list).
+        #: Saves come from the poller, the status flush and replayers (parked events) at
+        #: once; one patch at a time, its body built inside the lock, so an older body never
+        #: lands after a newer one (a parked event saved, then overwritten by a stale list).
         self._lock = asyncio.Lock()
+        #: The one thread every request runs in, in the order asked (see the module doc).
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="status-writer")
 
-    async def load(self) -> WorkerStatus:
-        body = await asyncio.to_thread(
+    async def _in_writer(self, call: Callable[..., R], **kwargs: Any) -> R:
+        """Run a kube client call in the writer thread, after every call asked before it."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._writer, functools.partial(call, **kwargs))
+
+    async def load(self, targets: Collection[str] | None = None) -> WorkerStatus:
+        """The status as stored; with `targets`, the others' entries are pruned in memory and
+        left out of the next targets patch (which also recomputes ``lagSeconds``)."""
+        body = await self._in_writer(
             self._kube.get_sync, namespace=self._ref.namespace, name=self._ref.name
         )
         if body is None:
@@ -54,6 +76,8 @@ class StatusOffsetStore:
                 "replay": raw.get("replay"),
             }
         )
+        if targets is not None:
+            status.targets = [t for t in status.targets if t.name in targets]
         self._targets = {t.name: t for t in status.targets}
         return status
 
@@ -73,10 +97,6 @@ class StatusOffsetStore:
         async with self._lock:
             await self._patch({"replay": replay.to_merge_patch()})
 
-    async def retain_targets(self, names: Collection[str]) -> None:
-        """In memory only: the next `save_target` sends the list without the others."""
-        self._targets = {name: t for name, t in self._targets.items() if name in names}
-
     def _targets_patch(self) -> dict[str, Any]:
         """The targets list and ``lagSeconds``, the largest lag of any target (the ``Lag``
         printer column: one figure for every target, not the first one's)."""
@@ -89,7 +109,7 @@ class StatusOffsetStore:
         backoff = SAVE_BACKOFF.start()
         while True:
             try:
-                await asyncio.to_thread(
+                await self._in_writer(
                     self._kube.patch_sync_status,
                     namespace=self._ref.namespace,
                     name=self._ref.name,

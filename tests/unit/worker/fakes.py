@@ -1,7 +1,9 @@
 """In-memory stand-ins for Airflow, the transport, the offset store and the clock.
 
 `FakeAirflow` behaves like the real APIs where the worker's correctness depends on it
-(airflow-api.md sections 1, 2 and 4):
+(the REST API references of 2.x and 3.x,
+https://airflow.apache.org/docs/apache-airflow/2.11.0/stable-rest-api-ref.html and
+https://airflow.apache.org/docs/apache-airflow/stable/stable-rest-api-ref.html):
 
 - 2.x (``v1``): no ``timestamp_gte`` (400, like connexion's strict validation), ordering by
   timestamp only and **no tie-breaker**: rows sharing a timestamp come back in a fresh random
@@ -403,7 +405,9 @@ class MemoryStore:
         self.replay_saves: list[ReplayStatus] = []
         self.on_save_source: Callable[[SourceStatus], None] | None = None
 
-    async def load(self) -> WorkerStatus:
+    async def load(self, targets: Collection[str] | None = None) -> WorkerStatus:
+        if targets is not None:
+            self.status.targets = [t for t in self.status.targets if t.name in targets]
         return self.status.model_copy(deep=True)
 
     async def save_source(self, source: SourceStatus) -> None:
@@ -423,9 +427,6 @@ class MemoryStore:
         snapshot = replay.model_copy(deep=True)
         self.status.replay = snapshot
         self.replay_saves.append(snapshot)
-
-    async def retain_targets(self, names: Collection[str]) -> None:
-        self.status.targets = [t for t in self.status.targets if t.name in names]
 
 
 class ListSubscription:

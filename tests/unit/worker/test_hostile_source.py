@@ -46,10 +46,9 @@ from airflow_asset_sync.clients.airflow.http import AirflowHttp, HttpOptions
 from airflow_asset_sync.clients.airflow.v1 import AirflowV1Client
 from airflow_asset_sync.clients.airflow.v2 import AirflowV2Client
 from airflow_asset_sync.worker.cursor import DEFAULT_OVERLAP, make_cursor
-from airflow_asset_sync.worker.filters import EventFilter
 from airflow_asset_sync.worker.metrics import WorkerMetrics
 from airflow_asset_sync.worker.offsets import FileOffsetStore
-from airflow_asset_sync.worker.poller import Poller
+from airflow_asset_sync.worker.poller import Poller, PollSettings
 
 from .fakes import FakeClock, FakePublisher
 
@@ -353,18 +352,20 @@ class Worker:
         self.client = AirflowV1Client(http) if self.source.api == "v1" else AirflowV2Client(http)
         status = (await FileOffsetStore(self.state).load()).source
         self.poller = Poller(
+            settings=PollSettings(
+                sync="tests/hostile",
+                origin=ORIGIN,
+                assets=AssetFilter(),
+                start_from="earliest",
+                poll_interval_s=1.0,
+                max_invalid_retries=self.max_invalid_retries,
+            ),
             cursor=make_cursor(self.client),
             publisher=self.publisher,
             store=FileOffsetStore(self.state),
             status=status,
-            sync="tests/hostile",
-            origin=ORIGIN,
-            event_filter=EventFilter(AssetFilter()),
-            start_from="earliest",
-            poll_interval=1.0,
             clock=FakeClock(),
             metrics=self.metrics,
-            max_invalid_retries=self.max_invalid_retries,
         )
 
     async def restart(self) -> None:

@@ -74,3 +74,16 @@ async def test_corrupt_file_is_refused(tmp_path: Path) -> None:
     path.write_text("{not json")
     with pytest.raises(StatusFileCorrupt):
         await FileOffsetStore(path).load()
+
+
+async def test_targets_removed_from_the_spec_are_pruned_at_load(tmp_path: Path) -> None:
+    path = tmp_path / "o.json"
+    store = FileOffsetStore(path)
+    await store.save_target(TargetStatus(name="gone", lag_seconds=31.0))
+    await store.save_target(TargetStatus(name="b", lag_seconds=2.0))
+
+    loaded = await FileOffsetStore(path).load(targets={"b", "c"})
+    assert [t.name for t in loaded.targets] == ["b"]
+    on_disk = json.loads(path.read_text())
+    assert [t["name"] for t in on_disk["targets"]] == ["b"]
+    assert on_disk["lagSeconds"] == 2.0  # the Lag column: the remaining targets' largest

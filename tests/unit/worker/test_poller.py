@@ -13,9 +13,8 @@ from airflow_asset_sync.api.spec import AssetFilter, StartFrom
 from airflow_asset_sync.api.status import Checkpoint, SourceStatus
 from airflow_asset_sync.clients.airflow.base import InvalidRow, Unavailable
 from airflow_asset_sync.worker.cursor import make_cursor
-from airflow_asset_sync.worker.filters import EventFilter
 from airflow_asset_sync.worker.metrics import WorkerMetrics
-from airflow_asset_sync.worker.poller import Poller, PollPace, PollResult
+from airflow_asset_sync.worker.poller import Poller, PollPace, PollResult, PollSettings
 
 from .fakes import T0, FakeAirflow, FakeClock, FakePublisher, MemoryStore, Version, wait_until
 
@@ -52,18 +51,20 @@ class Rig:
         self.clock = FakeClock()
         self.metrics = WorkerMetrics()
         self.poller = Poller(
+            settings=PollSettings(
+                sync=SYNC,
+                origin=ORIGIN,
+                assets=AssetFilter.model_validate(assets or {}),
+                start_from=start_from,
+                poll_interval_s=poll_interval,
+                max_publish=max_publish,
+            ),
             cursor=make_cursor(self.server.client(), max_batch=max_batch),
             publisher=self.publisher,
             store=self.store,
             status=status or SourceStatus(),
-            sync=SYNC,
-            origin=ORIGIN,
-            event_filter=EventFilter(AssetFilter.model_validate(assets or {})),
-            start_from=start_from,
-            poll_interval=poll_interval,
             clock=self.clock,
             metrics=self.metrics,
-            max_publish=max_publish,
             wake=wake,
         )
 
