@@ -27,6 +27,7 @@ from typing import Any, Literal, Protocol
 import pydantic
 
 from airflow_asset_sync.api import spec as api
+from airflow_asset_sync.api.validation import validation_problems
 from airflow_asset_sync.clients import kube
 from airflow_asset_sync.controller import conditions
 from airflow_asset_sync.controller.conditions import Problem, Reason
@@ -115,13 +116,6 @@ def owner_of(body: Mapping[str, Any]) -> naming.Owner:
     return naming.Owner(name=meta["name"], namespace=meta["namespace"], uid=meta["uid"])
 
 
-def _spec_path(loc: Sequence[int | str]) -> str:
-    path = "spec"
-    for part in loc:
-        path += f"[{part}]" if isinstance(part, int) else f".{part}"
-    return path
-
-
 def validate_spec(body: Mapping[str, Any]) -> api.SyncSpec:
     """Parse the spec with the same model the worker uses.
 
@@ -132,14 +126,10 @@ def validate_spec(body: Mapping[str, Any]) -> api.SyncSpec:
     try:
         return api.SyncSpec.model_validate(body.get("spec") or {})
     except pydantic.ValidationError as exc:
-        errors = [
-            f"{_spec_path(err['loc'])}: {err['msg']}" if err["loc"] else err["msg"]
-            for err in exc.errors(include_url=False)
-        ]
         raise StepFailed(
             Problem(
                 reason=Reason.INVALID_SPEC,
-                message=f"Invalid spec: {conditions.listing(errors)}",
+                message=f"Invalid spec: {conditions.listing(validation_problems(exc))}",
                 stalled=True,
             )
         ) from exc

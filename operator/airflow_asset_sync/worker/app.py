@@ -34,6 +34,7 @@ from pydantic import ValidationError
 
 from airflow_asset_sync import logs
 from airflow_asset_sync.api.spec import API_VERSION, KIND, Endpoint, ObjectRef, SyncObject, SyncSpec
+from airflow_asset_sync.api.validation import validation_problems
 from airflow_asset_sync.clients.airflow.base import (
     AirflowClient,
     AssetNotFound,
@@ -66,30 +67,6 @@ class PortInUse(RuntimeError):
     """The metrics port cannot be bound; the message names the flag that chooses another."""
 
 
-def field_path(loc: Sequence[int | str], prefix: str = "") -> str:
-    """A field as a user wrote it: camelCase, dotted, list indexes in brackets
-    (`spec.targets[0].auth`), the one spelling every message uses."""
-    path = prefix
-    for part in loc:
-        if isinstance(part, int):
-            path += f"[{part}]"
-        else:
-            path += f".{part}" if path else str(part)
-    return path
-
-
-def describe_validation_error(exc: ValidationError, prefix: str = "spec") -> str:
-    """One line per problem, naming the field as a user wrote it (camelCase path)."""
-    lines = []
-    for err in exc.errors(include_url=False):
-        message = err["msg"]
-        if err["type"] == "value_error":  # "Value error, <our text>": the text says it all
-            message = str(err.get("ctx", {}).get("error", message))
-        path = field_path(err["loc"], prefix)
-        lines.append(f"{path}: {message}" if path else message)
-    return "\n".join(lines)
-
-
 def load_manifests(path: str | Path) -> tuple[SyncObject, list[dict[str, Any]]]:
     """The AirflowAssetSync in a multi-document YAML file, and any Secrets beside it."""
     try:
@@ -113,7 +90,7 @@ def parse_sync(body: Mapping[str, Any]) -> SyncObject:
     try:
         return SyncObject.model_validate(body)
     except ValidationError as exc:
-        raise BadManifest(describe_validation_error(exc, prefix="")) from None
+        raise BadManifest("\n".join(validation_problems(exc, prefix=""))) from None
 
 
 def _client_factory(resolved: creds.ResolvedCredentials, spec: SyncSpec) -> Any:
