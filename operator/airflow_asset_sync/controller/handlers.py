@@ -53,8 +53,9 @@ import kopf
 
 from airflow_asset_sync.api import spec as api
 from airflow_asset_sync.clients import kube
-from airflow_asset_sync.controller import conditions, metrics, observed, reconcile
+from airflow_asset_sync.controller import conditions, observed, reconcile
 from airflow_asset_sync.controller.config import OperatorConfig
+from airflow_asset_sync.controller.metrics import OperatorMetrics
 from airflow_asset_sync.resources import naming
 
 MEMO_KEY = "runtime"
@@ -245,6 +246,8 @@ class Runtime:
     children: observed.ObservedChildren = field(default_factory=observed.ObservedChildren)
     #: Each served sync as its last watch event showed it.
     syncs: observed.ObservedSyncs = field(default_factory=observed.ObservedSyncs)
+    #: What `/metrics` serves (`on_startup`): one registry per runtime.
+    metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
     resyncer: Resyncer = field(init=False)
     #: Secrets as the resync reads them: each at most once per half interval.
     resync_secrets: observed.SecretsSeenRecently = field(init=False)
@@ -258,7 +261,7 @@ class Runtime:
             list_namespace=lambda namespace, token: self.kube.list_syncs(
                 namespace=namespace, limit=LIST_PAGE, continue_token=token
             ),
-            forget=lambda key: metrics.forget_sync(namespace=key.namespace, name=key.name),
+            forget=lambda key: self.metrics.forget_sync(namespace=key.namespace, name=key.name),
             active=self.active,
         )
         object.__setattr__(self, "resyncer", resyncer)
@@ -304,12 +307,12 @@ def _post(body: Mapping[str, Any], events: Iterable[reconcile.Event]) -> None:
 
 def _run(trigger: str, *, body: kopf.Body, patch: kopf.Patch, runtime: Runtime) -> reconcile.Result:
     uid = str(body.get("metadata", {}).get("uid", ""))
-    with metrics.observe(trigger) as outcome, runtime.locks(uid):
+    with runtime.metrics.observe(trigger) as outcome, runtime.locks(uid):
         result = reconcile.reconcile(body=body, ctx=runtime.context)
         if result.problem is not None:
             outcome.problem(result.problem.reason)
     meta = body.get("metadata", {})
-    metrics.record_ready(
+    runtime.metrics.record_ready(
         namespace=str(meta.get("namespace", "")),
         name=str(meta.get("name", "")),
         conditions=result.status["conditions"],
@@ -343,7 +346,7 @@ def resync_one(runtime: Runtime, key: SyncKey, body: Mapping[str, Any] | None = 
     request but its share of the round's list and Secret reads.
     """
     ctx = runtime.resync_context
-    with metrics.observe("resync") as outcome, runtime.locks(key.uid):
+    with runtime.metrics.observe("resync") as outcome, runtime.locks(key.uid):
         if body is None or body.get("metadata", {}).get("deletionTimestamp"):
             done = reconcile.reconcile_owner(
                 ctx=ctx, namespace=key.namespace, owner_name=key.name, owner_uid=key.uid
@@ -354,9 +357,9 @@ def resync_one(runtime: Runtime, key: SyncKey, body: Mapping[str, Any] | None = 
             outcome.problem(done.result.problem.reason)
     if done is None:
         runtime.resyncer.gone(key.uid)  # deleted or replaced since its last event
-        metrics.forget_sync(namespace=key.namespace, name=key.name)
+        runtime.metrics.forget_sync(namespace=key.namespace, name=key.name)
         return
-    metrics.record_ready(
+    runtime.metrics.record_ready(
         namespace=key.namespace, name=key.name, conditions=done.result.status["conditions"]
     )
     _post(done.sync, done.result.events)
@@ -402,7 +405,7 @@ def note_sync_event(runtime: Runtime, *, type: str | None, body: kopf.Body) -> F
     if type == "DELETED" or meta.get("deletionTimestamp"):
         resyncer.gone(uid)
         runtime.syncs.record(body, deleted=True)
-        metrics.forget_sync(namespace=namespace, name=name)
+        runtime.metrics.forget_sync(namespace=namespace, name=name)
         return None
     runtime.syncs.record(body)
     resyncer.seen(
@@ -422,11 +425,11 @@ def note_sync_event(runtime: Runtime, *, type: str | None, body: kopf.Body) -> F
     sync = observed.essential(body)
 
     def refresh() -> None:
-        with metrics.observe("worker-report"), runtime.locks(uid):
+        with runtime.metrics.observe("worker-report"), runtime.locks(uid):
             refreshed = reconcile.refresh_from_worker(
                 kube_api=runtime.kube, sync=sync, now=runtime.now()
             )
-        _announce(refreshed)
+        _announce(runtime, refreshed)
 
     return refresh
 
@@ -455,7 +458,7 @@ def note_child_event(
     if sync is None:  # not shown by the watch yet: read it
 
         def read_and_refresh() -> None:
-            with metrics.observe("worker-event"), runtime.locks(uid):
+            with runtime.metrics.observe("worker-event"), runtime.locks(uid):
                 refreshed = reconcile.refresh_from_deployment(
                     kube_api=runtime.kube,
                     worker=worker,
@@ -464,7 +467,7 @@ def note_child_event(
                     owner_uid=uid,
                     now=runtime.now(),
                 )
-            _announce(refreshed)
+            _announce(runtime, refreshed)
 
         return read_and_refresh
     new = reconcile.refreshed_conditions(sync=sync, worker=worker, now=runtime.now())
@@ -487,7 +490,7 @@ def _write_later(
     uid = str(sync.get("metadata", {}).get("uid", ""))
 
     def write() -> None:
-        with metrics.observe(trigger), runtime.locks(uid):
+        with runtime.metrics.observe(trigger), runtime.locks(uid):
             onto, conditions_now = _freshest(runtime, sync, new)
             if conditions_now is None:
                 return
@@ -496,7 +499,7 @@ def _write_later(
             )
             if refreshed is not None and refreshed.written is not None:
                 runtime.syncs.record(refreshed.written)
-        _announce(refreshed)
+        _announce(runtime, refreshed)
 
     return write
 
@@ -523,24 +526,24 @@ def _freshest(
 
 
 def _reconcile_for_child(runtime: Runtime, *, namespace: str, name: str, uid: str) -> None:
-    with metrics.observe("child-event") as outcome, runtime.locks(uid):
+    with runtime.metrics.observe("child-event") as outcome, runtime.locks(uid):
         done = reconcile.reconcile_owner(
             ctx=runtime.context, namespace=namespace, owner_name=name, owner_uid=uid
         )
         if done is not None and done.result.problem is not None:
             outcome.problem(done.result.problem.reason)
     if done is not None:
-        metrics.record_ready(
+        runtime.metrics.record_ready(
             namespace=namespace, name=name, conditions=done.result.status["conditions"]
         )
         _post(done.sync, done.result.events)
 
 
-def _announce(refreshed: reconcile.Refreshed | None) -> None:
+def _announce(runtime: Runtime, refreshed: reconcile.Refreshed | None) -> None:
     if refreshed is None:
         return
     meta = refreshed.sync.get("metadata", {})
-    metrics.record_ready(
+    runtime.metrics.record_ready(
         namespace=str(meta.get("namespace")),
         name=str(meta.get("name")),
         conditions=refreshed.conditions,
@@ -587,7 +590,7 @@ async def on_child_event_async(
 
 def on_startup(*, memo: Any, logger: logging.Logger | Any, **_: Any) -> None:
     runtime = _runtime(memo)
-    metrics.serve(port=runtime.config.metrics_port)
+    runtime.metrics.serve(port=runtime.config.metrics_port)
     runtime.resyncer.start()
     if runtime.config.worker_image is None:
         logger.warning("AAS_WORKER_IMAGE is unset: syncs without spec.worker.image will stall")
