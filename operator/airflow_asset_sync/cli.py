@@ -165,16 +165,16 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
-    from airflow_asset_sync import logs
+    from airflow_asset_sync.logs import configure as configure_logging
 
-    logs.configure(fmt=args.log_format, level=args.log_level)
+    configure_logging(fmt=args.log_format, level=args.log_level)
     if args.command == "version":
         print(__version__)
         return
     if args.command == "operator":
-        from airflow_asset_sync.controller import entrypoint
+        from airflow_asset_sync.controller.entrypoint import run_operator
 
-        entrypoint.run_operator(
+        run_operator(
             namespaces=args.namespaces,
             peering=None if args.standalone else args.peering,
             priority=args.priority,
@@ -182,11 +182,12 @@ def main(argv: Sequence[str] | None = None) -> None:
             metrics_port=args.metrics_port,
         )
         return
-    from airflow_asset_sync.worker import app
+    from airflow_asset_sync.worker.app import check as check_manifest
+    from airflow_asset_sync.worker.app import run_in_cluster, run_standalone, verify_sync
 
     if args.command == "run":
         sys.exit(
-            app.run_standalone(
+            run_standalone(
                 args.filename,
                 state=args.state,
                 metrics_port=args.metrics_port,
@@ -194,12 +195,12 @@ def main(argv: Sequence[str] | None = None) -> None:
             )
         )
     if args.command == "worker":
-        sys.exit(app.run_in_cluster(args.namespace, args.name, metrics_port=args.metrics_port))
+        sys.exit(run_in_cluster(args.namespace, args.name, metrics_port=args.metrics_port))
     if args.command == "check":
-        sys.exit(app.check(args.filename, connect_endpoints=args.connect))
+        sys.exit(check_manifest(args.filename, connect_endpoints=args.connect))
     if args.command == "verify":
         sys.exit(
-            app.verify_sync(
+            verify_sync(
                 args.filename,
                 namespace=args.namespace,
                 name=args.name,

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from airflow_asset_sync.controller import metrics as operator_metrics
+from airflow_asset_sync.controller.metrics import OperatorMetrics
 from airflow_asset_sync.worker.metrics import WorkerMetrics
 from support import chart, dashboard
 from support import packaging_tools as tools
@@ -72,7 +72,7 @@ def _metric_names(exprs: list[str]) -> dict[str, dict[str, Any]]:
 
 def _exported() -> set[str]:
     names: set[str] = set()
-    for registry in (operator_metrics.REGISTRY, WorkerMetrics().registry):
+    for registry in (OperatorMetrics().registry, WorkerMetrics().registry):
         for family in registry.collect():
             suffixes = {
                 "counter": ("_total",),

@@ -16,7 +16,7 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from airflow_asset_sync.api import spec as api
-from airflow_asset_sync.controller import metrics as operator_metrics
+from airflow_asset_sync.controller.metrics import OperatorMetrics
 from airflow_asset_sync.resources import naming
 from airflow_asset_sync.worker.metrics import WorkerMetrics
 from rig.cache import ROOT
@@ -118,7 +118,7 @@ def test_the_documented_alerts_are_there() -> None:
 
 def test_alerts_parse_and_read_only_metrics_that_exist() -> None:
     known = (
-        exported_names(operator_metrics.REGISTRY)
+        exported_names(OperatorMetrics().registry)
         | exported_names(WorkerMetrics().registry)
         | ksm_names()
         | PROMETHEUS_SERIES

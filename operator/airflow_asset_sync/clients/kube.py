@@ -36,7 +36,7 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
-from airflow_asset_sync.api import spec as api
+from airflow_asset_sync.api.spec import GROUP, KIND, PLURAL, VERSION
 
 Manifest = dict[str, Any]
 
@@ -156,7 +156,7 @@ _PATHS: dict[str, tuple[str, str]] = {
     ChildKind.DEPLOYMENT: ("/apis/apps/v1", "deployments"),
     ChildKind.SERVICE: ("/api/v1", "services"),
     "Secret": ("/api/v1", "secrets"),
-    api.KIND: (f"/apis/{api.GROUP}/{api.VERSION}", api.PLURAL),
+    KIND: (f"/apis/{GROUP}/{VERSION}", PLURAL),
     "Lease": ("/apis/coordination.k8s.io/v1", "leases"),
     "KopfPeering": ("/apis/kopf.dev/v1", "kopfpeerings"),
     "ClusterKopfPeering": ("/apis/kopf.dev/v1", "clusterkopfpeerings"),
@@ -316,7 +316,7 @@ class KubeClient:
 
     def get_sync(self, *, namespace: str, name: str) -> Manifest | None:
         return self._get(
-            f"get {api.KIND} {namespace}/{name}", _path(api.KIND, namespace=namespace, name=name)
+            f"get {KIND} {namespace}/{name}", _path(KIND, namespace=namespace, name=name)
         )
 
     def list_syncs(
@@ -326,9 +326,9 @@ class KubeClient:
         if continue_token:
             query.append(("continue", continue_token))
         listed = self._request(
-            f"list {api.PLURAL} in {namespace}",
+            f"list {PLURAL} in {namespace}",
             "GET",
-            _path(api.KIND, namespace=namespace),
+            _path(KIND, namespace=namespace),
             query=query,
         )
         items: list[Manifest] = listed.get("items") or []
@@ -359,9 +359,9 @@ class KubeClient:
         if resource_version is not None:
             patch["metadata"] = {"resourceVersion": resource_version}
         return self._request(
-            f"patch {api.KIND} {namespace}/{name} status",
+            f"patch {KIND} {namespace}/{name} status",
             "PATCH",
-            _path(api.KIND, namespace=namespace, name=name) + "/status",
+            _path(KIND, namespace=namespace, name=name) + "/status",
             body=patch,
             query=[("fieldManager", self._field_manager)],
             content_type="application/merge-patch+json",

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from airflow_asset_sync.api.backoff import ceiling
+
 
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
     raw = env.get(name)
@@ -66,6 +68,6 @@ class OperatorConfig:
         )
 
     def retry_delay_seconds(self, retry: int) -> float:
-        """Back-off before retry number `retry` (0 for the first): exponential, capped."""
-        exponent = min(max(retry, 0), 30)  # 2**30 times any base is past any sane ceiling
-        return float(min(self.retry_base_seconds * 2**exponent, self.retry_max_seconds))
+        """Back-off before retry number `retry` (0 for the first): exponential, capped, no
+        jitter (`api.backoff` says why)."""
+        return ceiling(retry, initial=self.retry_base_seconds, maximum=self.retry_max_seconds)

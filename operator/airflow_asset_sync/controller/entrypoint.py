@@ -36,11 +36,11 @@ from collections.abc import Callable, Sequence
 
 import kopf
 
-from airflow_asset_sync.api import spec as api
-from airflow_asset_sync.clients import kube
-from airflow_asset_sync.controller import handlers
-from airflow_asset_sync.controller import peering as peering_gate
+from airflow_asset_sync.api.spec import GROUP
+from airflow_asset_sync.clients.kube import KubeApi, KubeClient
 from airflow_asset_sync.controller.config import OperatorConfig
+from airflow_asset_sync.controller.handlers import MEMO_KEY, Runtime, build_registry
+from airflow_asset_sync.controller.peering import PeeringGate, PeeringReader
 
 #: Seconds the API server keeps one watch open; kopf's client gives up a bit later.
 WATCH_SERVER_TIMEOUT_SECONDS = 270
@@ -48,7 +48,7 @@ WATCH_CLIENT_TIMEOUT_SECONDS = 300
 #: Threads for sync handlers: a reconcile is a handful of short API calls.
 HANDLER_THREADS = 8
 #: The finalizer earlier versions held on every sync; kopf now removes it where it finds it.
-LEGACY_FINALIZER = f"{api.GROUP}/cleanup"
+LEGACY_FINALIZER = f"{GROUP}/cleanup"
 #: Seconds a standby waits after the active operator's last keep-alive before taking over.
 PEERING_LIFETIME_SECONDS = 30
 
@@ -57,9 +57,9 @@ def build_settings(
     *, clusterwide: bool, peering: str | None, priority: int | None
 ) -> kopf.OperatorSettings:
     settings = kopf.OperatorSettings()
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=api.GROUP)
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=api.GROUP, key="last-handled-configuration"
+        prefix=GROUP, key="last-handled-configuration"
     )
     settings.persistence.finalizer = LEGACY_FINALIZER
     settings.watching.server_timeout = WATCH_SERVER_TIMEOUT_SECONDS
@@ -81,7 +81,7 @@ def build_settings(
 
 
 def _active_gate(
-    kube_api: kube.KubeApi,
+    kube_api: KubeApi,
     *,
     peering: str | None,
     namespaces: Sequence[str] | None,
@@ -89,10 +89,10 @@ def _active_gate(
 ) -> Callable[[], bool]:
     """Standalone: always active. Peering: `peering.PeeringGate` over the peering objects
     kopf uses (the ClusterKopfPeering, or a KopfPeering in each watched namespace)."""
-    if peering is None or not isinstance(kube_api, peering_gate.PeeringReader):
+    if peering is None or not isinstance(kube_api, PeeringReader):
         return lambda: True
     client, name = kube_api, peering
-    return peering_gate.PeeringGate(
+    return PeeringGate(
         read=lambda namespace: client.get_peering(namespace=namespace, name=name),
         namespaces=list(namespaces) if namespaces else [None],
         priority=priority,
@@ -107,7 +107,7 @@ def run_operator(
     liveness_port: int | None = None,
     metrics_port: int | None = None,
     config: OperatorConfig | None = None,
-    kube_api: kube.KubeApi | None = None,
+    kube_api: KubeApi | None = None,
 ) -> None:
     """Run the operator until SIGINT/SIGTERM.
 
@@ -122,11 +122,11 @@ def run_operator(
         config = dataclasses.replace(config, health_port=liveness_port)
     if metrics_port is not None:
         config = dataclasses.replace(config, metrics_port=metrics_port)
-    kube_api = kube_api if kube_api is not None else kube.KubeClient.from_environment()
+    kube_api = kube_api if kube_api is not None else KubeClient.from_environment()
     clusterwide = not namespaces
     settings = build_settings(clusterwide=clusterwide, peering=peering, priority=priority)
     liveness = f"http://0.0.0.0:{config.health_port}/healthz" if config.health_port else None
-    runtime = handlers.Runtime(
+    runtime = Runtime(
         kube=kube_api,
         config=config,
         active=_active_gate(
@@ -137,7 +137,7 @@ def run_operator(
         ),
     )
     kopf.run(
-        registry=handlers.build_registry(config),
+        registry=build_registry(config),
         settings=settings,
         clusterwide=clusterwide,
         namespaces=list(namespaces or ()),
@@ -145,5 +145,5 @@ def run_operator(
         peering_name=peering,
         priority=settings.peering.priority,
         liveness_endpoint=liveness,
-        memo=kopf.Memo({handlers.MEMO_KEY: runtime}),
+        memo=kopf.Memo({MEMO_KEY: runtime}),
     )

@@ -51,11 +51,34 @@ from typing import Any, cast
 
 import kopf
 
-from airflow_asset_sync.api import spec as api
-from airflow_asset_sync.clients import kube
-from airflow_asset_sync.controller import conditions, metrics, observed, reconcile
+from airflow_asset_sync.api.spec import GROUP, PLURAL, VERSION
+from airflow_asset_sync.clients.kube import OPERATOR_FIELD_MANAGER, KubeApi, KubeError
+from airflow_asset_sync.controller.conditions import worker_state
 from airflow_asset_sync.controller.config import OperatorConfig
-from airflow_asset_sync.resources import naming
+from airflow_asset_sync.controller.metrics import OperatorMetrics
+from airflow_asset_sync.controller.observed import (
+    ObservedChildren,
+    ObservedSyncs,
+    SecretsSeenRecently,
+    essential,
+)
+from airflow_asset_sync.controller.reconcile import (
+    Context,
+    Event,
+    OwnerReconciled,
+    Refreshed,
+    Result,
+    changed_by_others,
+    owning_sync,
+    reconcile,
+    reconcile_owner,
+    refresh_from_deployment,
+    refresh_from_worker,
+    refreshed_conditions,
+    worker_report_changed,
+    write_refreshed,
+)
+from airflow_asset_sync.resources.naming import LABEL_MANAGED_BY, MANAGED_BY, worker_name
 
 MEMO_KEY = "runtime"
 #: How long a Secret found by one create or update serves the others: a burst of 1,000
@@ -235,21 +258,23 @@ class Resyncer:
 class Runtime:
     """Process-wide dependencies, handed to handlers through kopf's memo."""
 
-    kube: kube.KubeApi
+    kube: KubeApi
     config: OperatorConfig
     now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     locks: SyncLocks = field(default_factory=SyncLocks)
     #: False while this replica must not write (a kopf peering standby); see `Resyncer`.
     active: Callable[[], bool] = field(default=lambda: True)
     #: The watches' fingerprints of every child (`controller.observed`).
-    children: observed.ObservedChildren = field(default_factory=observed.ObservedChildren)
+    children: ObservedChildren = field(default_factory=ObservedChildren)
     #: Each served sync as its last watch event showed it.
-    syncs: observed.ObservedSyncs = field(default_factory=observed.ObservedSyncs)
+    syncs: ObservedSyncs = field(default_factory=ObservedSyncs)
+    #: What `/metrics` serves (`on_startup`): one registry per runtime.
+    metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
     resyncer: Resyncer = field(init=False)
     #: Secrets as the resync reads them: each at most once per half interval.
-    resync_secrets: observed.SecretsSeenRecently = field(init=False)
+    resync_secrets: SecretsSeenRecently = field(init=False)
     #: Secrets as creates and updates read them: found ones shared for a moment.
-    secrets: observed.SecretsSeenRecently = field(init=False)
+    secrets: SecretsSeenRecently = field(init=False)
 
     def __post_init__(self) -> None:
         resyncer = Resyncer(
@@ -258,29 +283,27 @@ class Runtime:
             list_namespace=lambda namespace, token: self.kube.list_syncs(
                 namespace=namespace, limit=LIST_PAGE, continue_token=token
             ),
-            forget=lambda key: metrics.forget_sync(namespace=key.namespace, name=key.name),
+            forget=lambda key: self.metrics.forget_sync(namespace=key.namespace, name=key.name),
             active=self.active,
         )
         object.__setattr__(self, "resyncer", resyncer)
-        secrets = observed.SecretsSeenRecently(
-            self.kube, max_age_seconds=self.config.resync_seconds / 2
-        )
+        secrets = SecretsSeenRecently(self.kube, max_age_seconds=self.config.resync_seconds / 2)
         object.__setattr__(self, "resync_secrets", secrets)
-        shared = observed.SecretsSeenRecently(
+        shared = SecretsSeenRecently(
             self.kube, max_age_seconds=SHARED_SECRET_SECONDS, remember_missing=False
         )
         object.__setattr__(self, "secrets", shared)
 
     @property
-    def context(self) -> reconcile.Context:
+    def context(self) -> Context:
         return self._context(self.secrets)
 
     @property
-    def resync_context(self) -> reconcile.Context:
+    def resync_context(self) -> Context:
         return self._context(self.resync_secrets)
 
-    def _context(self, secrets: observed.SecretsSeenRecently) -> reconcile.Context:
-        return reconcile.Context(
+    def _context(self, secrets: SecretsSeenRecently) -> Context:
+        return Context(
             kube=self.kube,
             config=self.config,
             now=self.now,
@@ -296,20 +319,20 @@ def _runtime(memo: Any) -> Runtime:
     return runtime
 
 
-def _post(body: Mapping[str, Any], events: Iterable[reconcile.Event]) -> None:
+def _post(body: Mapping[str, Any], events: Iterable[Event]) -> None:
     target = body if isinstance(body, kopf.Body) else kopf.Body(cast(kopf.RawBody, body))
     for event in events:
         kopf.event(target, type=event.type, reason=event.reason, message=event.message)
 
 
-def _run(trigger: str, *, body: kopf.Body, patch: kopf.Patch, runtime: Runtime) -> reconcile.Result:
+def _run(trigger: str, *, body: kopf.Body, patch: kopf.Patch, runtime: Runtime) -> Result:
     uid = str(body.get("metadata", {}).get("uid", ""))
-    with metrics.observe(trigger) as outcome, runtime.locks(uid):
-        result = reconcile.reconcile(body=body, ctx=runtime.context)
+    with runtime.metrics.observe(trigger) as outcome, runtime.locks(uid):
+        result = reconcile(body=body, ctx=runtime.context)
         if result.problem is not None:
             outcome.problem(result.problem.reason)
     meta = body.get("metadata", {})
-    metrics.record_ready(
+    runtime.metrics.record_ready(
         namespace=str(meta.get("namespace", "")),
         name=str(meta.get("name", "")),
         conditions=result.status["conditions"],
@@ -343,9 +366,9 @@ def resync_one(runtime: Runtime, key: SyncKey, body: Mapping[str, Any] | None = 
     request but its share of the round's list and Secret reads.
     """
     ctx = runtime.resync_context
-    with metrics.observe("resync") as outcome, runtime.locks(key.uid):
+    with runtime.metrics.observe("resync") as outcome, runtime.locks(key.uid):
         if body is None or body.get("metadata", {}).get("deletionTimestamp"):
-            done = reconcile.reconcile_owner(
+            done = reconcile_owner(
                 ctx=ctx, namespace=key.namespace, owner_name=key.name, owner_uid=key.uid
             )
         else:
@@ -354,9 +377,9 @@ def resync_one(runtime: Runtime, key: SyncKey, body: Mapping[str, Any] | None = 
             outcome.problem(done.result.problem.reason)
     if done is None:
         runtime.resyncer.gone(key.uid)  # deleted or replaced since its last event
-        metrics.forget_sync(namespace=key.namespace, name=key.name)
+        runtime.metrics.forget_sync(namespace=key.namespace, name=key.name)
         return
-    metrics.record_ready(
+    runtime.metrics.record_ready(
         namespace=key.namespace, name=key.name, conditions=done.result.status["conditions"]
     )
     _post(done.sync, done.result.events)
@@ -366,19 +389,17 @@ def resync_one(runtime: Runtime, key: SyncKey, body: Mapping[str, Any] | None = 
         log.info(f"Resync {key.namespace}/{key.name}: {problem.reason}: {problem.message}")
 
 
-def _resync_from(
-    ctx: reconcile.Context, body: Mapping[str, Any], key: SyncKey
-) -> reconcile.OwnerReconciled | None:
+def _resync_from(ctx: Context, body: Mapping[str, Any], key: SyncKey) -> OwnerReconciled | None:
     """Reconcile `body` and write its status if that changed; None if the sync is gone."""
-    result = reconcile.reconcile(body=body, ctx=ctx)
+    result = reconcile(body=body, ctx=ctx)
     if result.status_changed:
         try:
             ctx.kube.patch_sync_status(namespace=key.namespace, name=key.name, status=result.status)
-        except kube.KubeError as exc:
+        except KubeError as exc:
             if exc.status == 404:
                 return None
             raise
-    return reconcile.OwnerReconciled(sync=dict(body), result=result)
+    return OwnerReconciled(sync=dict(body), result=result)
 
 
 #: Work left for a thread after a watch event was noted in memory (an API call or two).
@@ -402,7 +423,7 @@ def note_sync_event(runtime: Runtime, *, type: str | None, body: kopf.Body) -> F
     if type == "DELETED" or meta.get("deletionTimestamp"):
         resyncer.gone(uid)
         runtime.syncs.record(body, deleted=True)
-        metrics.forget_sync(namespace=namespace, name=name)
+        runtime.metrics.forget_sync(namespace=namespace, name=name)
         return None
     runtime.syncs.record(body)
     resyncer.seen(
@@ -410,23 +431,21 @@ def note_sync_event(runtime: Runtime, *, type: str | None, body: kopf.Body) -> F
     )
     if not runtime.active():
         return None
-    worker = runtime.children("Deployment", namespace, naming.worker_name(name))
+    worker = runtime.children("Deployment", namespace, worker_name(name))
     if worker is not None and worker.worker is not None:
         # Both halves in memory: this event's sync, the Deployment's fingerprint.
-        new = reconcile.refreshed_conditions(sync=body, worker=worker.worker, now=runtime.now())
+        new = refreshed_conditions(sync=body, worker=worker.worker, now=runtime.now())
         if new is None:
             return None
-        return _write_later(runtime, observed.essential(body), new, trigger="sync-event")
-    if not reconcile.worker_report_changed(body):
+        return _write_later(runtime, essential(body), new, trigger="sync-event")
+    if not worker_report_changed(body):
         return None
-    sync = observed.essential(body)
+    sync = essential(body)
 
     def refresh() -> None:
-        with metrics.observe("worker-report"), runtime.locks(uid):
-            refreshed = reconcile.refresh_from_worker(
-                kube_api=runtime.kube, sync=sync, now=runtime.now()
-            )
-        _announce(refreshed)
+        with runtime.metrics.observe("worker-report"), runtime.locks(uid):
+            refreshed = refresh_from_worker(kube_api=runtime.kube, sync=sync, now=runtime.now())
+        _announce(runtime, refreshed)
 
     return refresh
 
@@ -440,23 +459,23 @@ def note_child_event(
     reconcile's own writes come back as events too, but a no-op apply changes nothing, so
     this settles). A worker Deployment whose status changed: recompute the conditions.
     """
-    owner = reconcile.owning_sync(body)
+    owner = owning_sync(body)
     if owner is None or namespace is None:
         return None
     name, uid = owner
     deleted = type == "DELETED"
     runtime.children.record(body, deleted=deleted)
-    if deleted or reconcile.changed_by_others(body, field_manager=kube.OPERATOR_FIELD_MANAGER):
+    if deleted or changed_by_others(body, field_manager=OPERATOR_FIELD_MANAGER):
         return lambda: _reconcile_for_child(runtime, namespace=namespace, name=name, uid=uid)
     if body.get("kind") != "Deployment":
         return None
-    worker = conditions.worker_state(body)
+    worker = worker_state(body)
     sync = runtime.syncs(uid)
     if sync is None:  # not shown by the watch yet: read it
 
         def read_and_refresh() -> None:
-            with metrics.observe("worker-event"), runtime.locks(uid):
-                refreshed = reconcile.refresh_from_deployment(
+            with runtime.metrics.observe("worker-event"), runtime.locks(uid):
+                refreshed = refresh_from_deployment(
                     kube_api=runtime.kube,
                     worker=worker,
                     namespace=namespace,
@@ -464,10 +483,10 @@ def note_child_event(
                     owner_uid=uid,
                     now=runtime.now(),
                 )
-            _announce(refreshed)
+            _announce(runtime, refreshed)
 
         return read_and_refresh
-    new = reconcile.refreshed_conditions(sync=sync, worker=worker, now=runtime.now())
+    new = refreshed_conditions(sync=sync, worker=worker, now=runtime.now())
     if new is None:
         return None
     return _write_later(runtime, sync, new, trigger="worker-event")
@@ -487,16 +506,14 @@ def _write_later(
     uid = str(sync.get("metadata", {}).get("uid", ""))
 
     def write() -> None:
-        with metrics.observe(trigger), runtime.locks(uid):
+        with runtime.metrics.observe(trigger), runtime.locks(uid):
             onto, conditions_now = _freshest(runtime, sync, new)
             if conditions_now is None:
                 return
-            refreshed = reconcile.write_refreshed(
-                kube_api=runtime.kube, sync=onto, new=conditions_now
-            )
+            refreshed = write_refreshed(kube_api=runtime.kube, sync=onto, new=conditions_now)
             if refreshed is not None and refreshed.written is not None:
                 runtime.syncs.record(refreshed.written)
-        _announce(refreshed)
+        _announce(runtime, refreshed)
 
     return write
 
@@ -513,34 +530,32 @@ def _freshest(
     ):
         return sync, new
     child = runtime.children(
-        "Deployment", str(meta.get("namespace")), naming.worker_name(str(meta.get("name")))
+        "Deployment", str(meta.get("namespace")), worker_name(str(meta.get("name")))
     )
     if child is None or child.worker is None:
         return latest, None  # the Deployment went: its event reconciles the sync
-    return latest, reconcile.refreshed_conditions(
-        sync=latest, worker=child.worker, now=runtime.now()
-    )
+    return latest, refreshed_conditions(sync=latest, worker=child.worker, now=runtime.now())
 
 
 def _reconcile_for_child(runtime: Runtime, *, namespace: str, name: str, uid: str) -> None:
-    with metrics.observe("child-event") as outcome, runtime.locks(uid):
-        done = reconcile.reconcile_owner(
+    with runtime.metrics.observe("child-event") as outcome, runtime.locks(uid):
+        done = reconcile_owner(
             ctx=runtime.context, namespace=namespace, owner_name=name, owner_uid=uid
         )
         if done is not None and done.result.problem is not None:
             outcome.problem(done.result.problem.reason)
     if done is not None:
-        metrics.record_ready(
+        runtime.metrics.record_ready(
             namespace=namespace, name=name, conditions=done.result.status["conditions"]
         )
         _post(done.sync, done.result.events)
 
 
-def _announce(refreshed: reconcile.Refreshed | None) -> None:
+def _announce(runtime: Runtime, refreshed: Refreshed | None) -> None:
     if refreshed is None:
         return
     meta = refreshed.sync.get("metadata", {})
-    metrics.record_ready(
+    runtime.metrics.record_ready(
         namespace=str(meta.get("namespace")),
         name=str(meta.get("name")),
         conditions=refreshed.conditions,
@@ -587,7 +602,7 @@ async def on_child_event_async(
 
 def on_startup(*, memo: Any, logger: logging.Logger | Any, **_: Any) -> None:
     runtime = _runtime(memo)
-    metrics.serve(port=runtime.config.metrics_port)
+    runtime.metrics.serve(port=runtime.config.metrics_port)
     runtime.resyncer.start()
     if runtime.config.worker_image is None:
         logger.warning("AAS_WORKER_IMAGE is unset: syncs without spec.worker.image will stall")
@@ -613,7 +628,7 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
     Being our own, it must carry a login handler too (`on_login`).
     """
     registry = kopf.OperatorRegistry()
-    resource = (api.GROUP, api.VERSION, api.PLURAL)
+    resource = (GROUP, VERSION, PLURAL)
     kopf.on.login(registry=registry)(on_login)
     kopf.on.startup(registry=registry)(on_startup)
     kopf.on.cleanup(registry=registry)(on_cleanup)
@@ -627,7 +642,7 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
         kopf.on.event(
             group_version,
             plural,
-            labels={naming.LABEL_MANAGED_BY: naming.MANAGED_BY},
+            labels={LABEL_MANAGED_BY: MANAGED_BY},
             registry=registry,
             id=f"child-{plural}",
         )(on_child_event_async)

@@ -26,9 +26,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from airflow_asset_sync.clients import kube
-from airflow_asset_sync.controller import conditions
-from airflow_asset_sync.resources import fingerprint
+from airflow_asset_sync.clients.kube import OPERATOR_FIELD_MANAGER, KubeApi, SecretInfo
+from airflow_asset_sync.controller.conditions import WorkerState, worker_state
+from airflow_asset_sync.resources.fingerprint import hash_of
 
 ChildKey = tuple[str, str, str]  # kind, namespace, name
 
@@ -42,7 +42,7 @@ class SeenChild:
     applied_hash: str | None
     changed_by_others: bool
     #: The Deployment's rollout state (None for other kinds).
-    worker: conditions.WorkerState | None
+    worker: WorkerState | None
 
     def as_applied(self, *, owner_uid: str, desired_hash: str) -> bool:
         """True when applying `desired_hash` to this child would change nothing."""
@@ -93,9 +93,9 @@ def seen_child(obj: Mapping[str, Any], *, field_manager: str) -> SeenChild:
     return SeenChild(
         resource_version=None if version is None else str(version),
         controller_uid=controller_uid(obj),
-        applied_hash=fingerprint.hash_of(obj),
+        applied_hash=hash_of(obj),
         changed_by_others=changed_by_others(obj, field_manager=field_manager),
-        worker=conditions.worker_state(obj) if obj.get("kind") == "Deployment" else None,
+        worker=worker_state(obj) if obj.get("kind") == "Deployment" else None,
     )
 
 
@@ -114,7 +114,7 @@ ChildLookup = Callable[[str, str, str], SeenChild | None]
 class ObservedChildren:
     """The fingerprints of every child the watches delivered, thread-safe."""
 
-    def __init__(self, *, field_manager: str = kube.OPERATOR_FIELD_MANAGER) -> None:
+    def __init__(self, *, field_manager: str = OPERATOR_FIELD_MANAGER) -> None:
         self._field_manager = field_manager
         self._guard = threading.Lock()
         self._seen: dict[ChildKey, SeenChild] = {}
@@ -158,7 +158,7 @@ class SecretsSeenRecently:
 
     def __init__(
         self,
-        kube_api: kube.KubeApi,
+        kube_api: KubeApi,
         *,
         max_age_seconds: float,
         remember_missing: bool = True,
@@ -169,9 +169,9 @@ class SecretsSeenRecently:
         self._remember_missing = remember_missing
         self._clock = clock
         self._guard = threading.Lock()
-        self._read: dict[tuple[str, str], tuple[float, kube.SecretInfo | None]] = {}
+        self._read: dict[tuple[str, str], tuple[float, SecretInfo | None]] = {}
 
-    def read_secret(self, *, namespace: str, name: str) -> kube.SecretInfo | None:
+    def read_secret(self, *, namespace: str, name: str) -> SecretInfo | None:
         now = self._clock()
         with self._guard:
             hit = self._read.get((namespace, name))

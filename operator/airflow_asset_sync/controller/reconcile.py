@@ -26,13 +26,34 @@ from typing import Any, Literal, Protocol
 
 import pydantic
 
-from airflow_asset_sync.api import spec as api
-from airflow_asset_sync.clients import kube
-from airflow_asset_sync.controller import conditions
-from airflow_asset_sync.controller.conditions import Problem, Reason
+from airflow_asset_sync.api.spec import GROUP, KIND, SyncSpec
+from airflow_asset_sync.api.validation import validation_problems
+from airflow_asset_sync.clients.kube import ChildKind, KubeApi, KubeError, SecretInfo
+from airflow_asset_sync.controller.conditions import (
+    PROBLEM_REASONS,
+    WORKER_REASONS,
+    ConditionType,
+    Observed,
+    Problem,
+    Reason,
+    WorkerPhase,
+    WorkerState,
+    listing,
+    source_gap,
+    worker_problem,
+    worker_state,
+)
+from airflow_asset_sync.controller.conditions import compute as compute_conditions
+from airflow_asset_sync.controller.conditions import find as find_condition
 from airflow_asset_sync.controller.config import OperatorConfig
 from airflow_asset_sync.controller.observed import ChildLookup, changed_by_others, controller_uid
-from airflow_asset_sync.resources import credentials, deployment, fingerprint, naming, rbac, service
+from airflow_asset_sync.resources.credentials import secret_key_uses
+from airflow_asset_sync.resources.deployment import resolve_image as resolve_worker_image
+from airflow_asset_sync.resources.deployment import worker_deployment
+from airflow_asset_sync.resources.fingerprint import hash_of, stamped
+from airflow_asset_sync.resources.naming import Owner, poke_url, worker_name, worker_service_name
+from airflow_asset_sync.resources.rbac import role, role_binding, service_account
+from airflow_asset_sync.resources.service import worker_service
 
 __all__ = ["changed_by_others", "controller_uid"]  # re-exported: the handlers ask them here
 
@@ -40,12 +61,12 @@ __all__ = ["changed_by_others", "controller_uid"]  # re-exported: the handlers a
 #: carries a controller owner reference with `blockOwnerDeletion`, and the garbage collector
 #: deletes them with their sync (the Service alone also goes with `push`, `report_push`).
 CHILD_KINDS = (
-    kube.ChildKind.SERVICE_ACCOUNT,
-    kube.ChildKind.ROLE,
-    kube.ChildKind.ROLE_BINDING,
-    kube.ChildKind.DEPLOYMENT,
+    ChildKind.SERVICE_ACCOUNT,
+    ChildKind.ROLE,
+    ChildKind.ROLE_BINDING,
+    ChildKind.DEPLOYMENT,
     # Only with `spec.source.push`; the one child the operator deletes (when push goes).
-    kube.ChildKind.SERVICE,
+    ChildKind.SERVICE,
 )
 
 EventType = Literal["Normal", "Warning"]
@@ -61,14 +82,14 @@ class Event:
 
 
 class SecretReader(Protocol):
-    def read_secret(self, *, namespace: str, name: str) -> kube.SecretInfo | None: ...
+    def read_secret(self, *, namespace: str, name: str) -> SecretInfo | None: ...
 
 
 @dataclass(frozen=True, kw_only=True)
 class Context:
     """What a reconcile needs from the outside world."""
 
-    kube: kube.KubeApi
+    kube: KubeApi
     config: OperatorConfig
     now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     #: The watches' fingerprints of the children (`controller.observed`): a child that is
@@ -101,7 +122,7 @@ class StepFailed(Exception):
         self.problem = problem
 
 
-def _api_problem(exc: kube.KubeError) -> Problem:
+def _api_problem(exc: KubeError) -> Problem:
     # Not retriable (403 forbidden, 422 invalid) means the operator's RBAC or a builder is
     # wrong: a person must look. The periodic resync still retries it.
     return Problem(reason=Reason.KUBERNETES_API_ERROR, message=str(exc), stalled=not exc.retriable)
@@ -110,19 +131,12 @@ def _api_problem(exc: kube.KubeError) -> Problem:
 # --- steps ---------------------------------------------------------------------------------
 
 
-def owner_of(body: Mapping[str, Any]) -> naming.Owner:
+def owner_of(body: Mapping[str, Any]) -> Owner:
     meta = body["metadata"]
-    return naming.Owner(name=meta["name"], namespace=meta["namespace"], uid=meta["uid"])
+    return Owner(name=meta["name"], namespace=meta["namespace"], uid=meta["uid"])
 
 
-def _spec_path(loc: Sequence[int | str]) -> str:
-    path = "spec"
-    for part in loc:
-        path += f"[{part}]" if isinstance(part, int) else f".{part}"
-    return path
-
-
-def validate_spec(body: Mapping[str, Any]) -> api.SyncSpec:
+def validate_spec(body: Mapping[str, Any]) -> SyncSpec:
     """Parse the spec with the same model the worker uses.
 
     The CRD schema and CEL rules reject most mistakes at `kubectl apply`; what reaches here
@@ -130,23 +144,19 @@ def validate_spec(body: Mapping[str, Any]) -> api.SyncSpec:
     object stored before a stricter CRD was installed.
     """
     try:
-        return api.SyncSpec.model_validate(body.get("spec") or {})
+        return SyncSpec.model_validate(body.get("spec") or {})
     except pydantic.ValidationError as exc:
-        errors = [
-            f"{_spec_path(err['loc'])}: {err['msg']}" if err["loc"] else err["msg"]
-            for err in exc.errors(include_url=False)
-        ]
         raise StepFailed(
             Problem(
                 reason=Reason.INVALID_SPEC,
-                message=f"Invalid spec: {conditions.listing(errors)}",
+                message=f"Invalid spec: {listing(validation_problems(exc))}",
                 stalled=True,
             )
         ) from exc
 
 
-def resolve_image(spec: api.SyncSpec, config: OperatorConfig) -> str:
-    image = deployment.resolve_image(spec, default=config.worker_image)
+def resolve_image(spec: SyncSpec, config: OperatorConfig) -> str:
+    image = resolve_worker_image(spec, default=config.worker_image)
     if image is None:
         raise StepFailed(
             Problem(
@@ -160,19 +170,19 @@ def resolve_image(spec: api.SyncSpec, config: OperatorConfig) -> str:
     return image
 
 
-def check_secrets(*, kube_api: SecretReader, namespace: str, spec: api.SyncSpec) -> dict[str, str]:
+def check_secrets(*, kube_api: SecretReader, namespace: str, spec: SyncSpec) -> dict[str, str]:
     """Check every referenced Secret and key exists; return `{secret: resourceVersion}`.
 
     Checked before the Deployment is touched: a pod with a missing `secretKeyRef` sits in
     CreateContainerConfigError with the reason buried in pod events, and a rollout to it would
     replace a worker that is still running fine on the old spec.
     """
-    uses = credentials.secret_key_uses(spec)
-    infos: dict[str, kube.SecretInfo | None] = {}
+    uses = secret_key_uses(spec)
+    infos: dict[str, SecretInfo | None] = {}
     for name in sorted({use.secret_name for use in uses}):
         try:
             infos[name] = kube_api.read_secret(namespace=namespace, name=name)
-        except kube.KubeError as exc:
+        except KubeError as exc:
             raise StepFailed(_api_problem(exc)) from exc
     missing_secrets = [
         f'Secret "{name}" not found (referenced by '
@@ -185,7 +195,7 @@ def check_secrets(*, kube_api: SecretReader, namespace: str, spec: api.SyncSpec)
         raise StepFailed(
             Problem(
                 reason=Reason.SECRET_NOT_FOUND,
-                message=conditions.listing(missing_secrets),
+                message=listing(missing_secrets),
                 stalled=False,
             )
         )
@@ -198,7 +208,7 @@ def check_secrets(*, kube_api: SecretReader, namespace: str, spec: api.SyncSpec)
         raise StepFailed(
             Problem(
                 reason=Reason.SECRET_KEY_NOT_FOUND,
-                message=conditions.listing(missing_keys),
+                message=listing(missing_keys),
                 stalled=False,
             )
         )
@@ -206,28 +216,26 @@ def check_secrets(*, kube_api: SecretReader, namespace: str, spec: api.SyncSpec)
 
 
 def desired_children(
-    *, owner: naming.Owner, spec: api.SyncSpec, image: str, secret_versions: Mapping[str, str]
+    *, owner: Owner, spec: SyncSpec, image: str, secret_versions: Mapping[str, str]
 ) -> list[dict[str, Any]]:
     """The children in `CHILD_KINDS` order (the Service only with `spec.source.push`)."""
     children = [
-        rbac.service_account(owner),
-        rbac.role(owner),
-        rbac.role_binding(owner),
-        deployment.worker_deployment(
-            owner=owner, spec=spec, image=image, secret_versions=secret_versions
-        ),
+        service_account(owner),
+        role(owner),
+        role_binding(owner),
+        worker_deployment(owner=owner, spec=spec, image=image, secret_versions=secret_versions),
     ]
     if spec.source.push is not None:
-        children.append(service.worker_service(owner))
+        children.append(worker_service(owner))
     return children
 
 
 def report_push(
     *,
-    kube_api: kube.KubeApi,
+    kube_api: KubeApi,
     body: Mapping[str, Any],
-    owner: naming.Owner,
-    spec: api.SyncSpec,
+    owner: Owner,
+    spec: SyncSpec,
     observed: ChildLookup | None = None,
 ) -> list[Event]:
     """Without `push`, delete the worker Service we created for it; write `status.pokeUrl`
@@ -241,14 +249,14 @@ def report_push(
     `push` costs no request here.
     """
     events: list[Event] = []
-    name = naming.worker_service_name(owner.name)
-    wanted = None if spec.source.push is None else naming.poke_url(owner.name, owner.namespace)
+    name = worker_service_name(owner.name)
+    wanted = None if spec.source.push is None else poke_url(owner.name, owner.namespace)
     try:
-        looked_for = observed is None or observed(kube.ChildKind.SERVICE, owner.namespace, name)
+        looked_for = observed is None or observed(ChildKind.SERVICE, owner.namespace, name)
         if wanted is None and looked_for:
-            current = kube_api.get(kube.ChildKind.SERVICE, namespace=owner.namespace, name=name)
+            current = kube_api.get(ChildKind.SERVICE, namespace=owner.namespace, name=name)
             if current is not None and controller_uid(current) == owner.uid:
-                kube_api.delete(kube.ChildKind.SERVICE, namespace=owner.namespace, name=name)
+                kube_api.delete(ChildKind.SERVICE, namespace=owner.namespace, name=name)
                 events.append(
                     Event(type="Normal", reason="Deleted", message=f"Deleted Service {name}")
                 )
@@ -257,7 +265,7 @@ def report_push(
             kube_api.patch_sync_status(
                 namespace=owner.namespace, name=owner.name, status={"pokeUrl": wanted}
             )
-    except kube.KubeError as exc:
+    except KubeError as exc:
         raise StepFailed(_api_problem(exc)) from exc
     return events
 
@@ -266,14 +274,14 @@ def report_push(
 class Applied:
     """What `apply_children` did: the worker's rollout state and the events to post."""
 
-    worker: conditions.WorkerState
+    worker: WorkerState
     events: list[Event]
 
 
 def apply_children(
     *,
-    kube_api: kube.KubeApi,
-    owner: naming.Owner,
+    kube_api: KubeApi,
+    owner: Owner,
     desired: Sequence[dict[str, Any]],
     observed: ChildLookup | None = None,
     first: bool = False,
@@ -293,17 +301,17 @@ def apply_children(
     reconcile, when its children are new: the apply's 201 says Created.
     """
     events: list[Event] = []
-    worker: conditions.WorkerState | None = None
+    worker: WorkerState | None = None
     created: list[tuple[str, str]] = []
     for desired_body in desired:
-        body = fingerprint.stamped(desired_body)
-        kind = kube.ChildKind(body["kind"])
+        body = stamped(desired_body)
+        kind = ChildKind(body["kind"])
         name = body["metadata"]["name"]
         seen = observed(str(kind), owner.namespace, name) if observed is not None else None
         if seen is not None and seen.as_applied(
-            owner_uid=owner.uid, desired_hash=fingerprint.hash_of(body) or ""
+            owner_uid=owner.uid, desired_hash=hash_of(body) or ""
         ):
-            if kind is kube.ChildKind.DEPLOYMENT:
+            if kind is ChildKind.DEPLOYMENT:
                 worker = seen.worker
             continue
         before: str | None = seen.resource_version if seen is not None else None
@@ -313,7 +321,7 @@ def apply_children(
                 _refuse_foreign(current, owner=owner, kind=kind, name=name)
                 before = _version(current) if current is not None else None
             applied = kube_api.apply(body)
-        except kube.KubeError as exc:
+        except KubeError as exc:
             if exc.status == 422:  # perhaps a controller of its own: say so if it is
                 _refuse_foreign(
                     kube_api.get(kind, namespace=owner.namespace, name=name),
@@ -324,8 +332,8 @@ def apply_children(
             raise StepFailed(_api_problem(exc)) from exc
         if on_applied is not None:
             on_applied(applied.body)
-        if kind is kube.ChildKind.DEPLOYMENT:
-            worker = conditions.worker_state(applied.body)
+        if kind is ChildKind.DEPLOYMENT:
+            worker = worker_state(applied.body)
         if applied.created:
             created.append((str(kind), name))
         elif before != _version(applied.body):
@@ -334,7 +342,7 @@ def apply_children(
         # One event for the lot: 1,000 new syncs posted 4,000 events otherwise.
         events.insert(0, Event(type="Normal", reason="Created", message=_created(created)))
     if worker is None:
-        worker = conditions.worker_state(None)
+        worker = worker_state(None)
     return Applied(worker=worker, events=events)
 
 
@@ -351,7 +359,7 @@ def _created(children: Sequence[tuple[str, str]]) -> str:
 
 
 def _refuse_foreign(
-    current: Mapping[str, Any] | None, *, owner: naming.Owner, kind: str, name: str
+    current: Mapping[str, Any] | None, *, owner: Owner, kind: str, name: str
 ) -> None:
     other = controller_uid(current) if current is not None else None
     if other is not None and other != owner.uid:
@@ -374,13 +382,13 @@ def _version(obj: Mapping[str, Any]) -> str | None:
 
 
 def _status(
-    *, body: Mapping[str, Any], observed: conditions.Observed, now: datetime
+    *, body: Mapping[str, Any], observed: Observed, now: datetime
 ) -> tuple[dict[str, Any], bool]:
     current = body.get("status") or {}
     previous = current.get("conditions") or []
     status = {
         "observedGeneration": observed.generation,
-        "conditions": conditions.compute(observed=observed, previous=previous, now=now),
+        "conditions": compute_conditions(observed=observed, previous=previous, now=now),
     }
     changed = (
         current.get("observedGeneration") != status["observedGeneration"]
@@ -391,9 +399,7 @@ def _status(
 
 def _problem_event(body: Mapping[str, Any], problem: Problem) -> list[Event]:
     """A Warning event when a problem is new, not on every retry (events are not free)."""
-    ready = conditions.find(
-        (body.get("status") or {}).get("conditions"), conditions.ConditionType.READY
-    )
+    ready = find_condition((body.get("status") or {}).get("conditions"), ConditionType.READY)
     if (
         ready is not None
         and ready.get("reason") == problem.reason
@@ -419,8 +425,8 @@ def transition_events(
 def _gap_events(
     previous: Sequence[Mapping[str, Any]] | None, current: Sequence[Mapping[str, Any]]
 ) -> list[Event]:
-    old = conditions.find(previous, conditions.ConditionType.EVENTS_LOST)
-    new = conditions.find(current, conditions.ConditionType.EVENTS_LOST)
+    old = find_condition(previous, ConditionType.EVENTS_LOST)
+    new = find_condition(current, ConditionType.EVENTS_LOST)
     if new is None or (old is not None and old.get("message") == new.get("message")):
         return []
     return [Event(type="Warning", reason=str(new.get("reason")), message=str(new.get("message")))]
@@ -429,9 +435,9 @@ def _gap_events(
 def _ready_events(
     previous: Sequence[Mapping[str, Any]] | None, current: Sequence[Mapping[str, Any]]
 ) -> list[Event]:
-    old = conditions.find(previous, conditions.ConditionType.READY)
-    new = conditions.find(current, conditions.ConditionType.READY)
-    if new is None or new.get("reason") in conditions.PROBLEM_REASONS:
+    old = find_condition(previous, ConditionType.READY)
+    new = find_condition(current, ConditionType.READY)
+    if new is None or new.get("reason") in PROBLEM_REASONS:
         return []
     if old is not None and (old.get("status"), old.get("reason")) == (
         new.get("status"),
@@ -452,9 +458,7 @@ def reconcile(*, body: Mapping[str, Any], ctx: Context) -> Result:
     suspended = bool((body.get("spec") or {}).get("suspend", False))
     events: list[Event] = []
     problem: Problem | None = None
-    worker = conditions.WorkerState(
-        phase=conditions.WorkerPhase.MISSING, message="Worker not reconciled"
-    )
+    worker = WorkerState(phase=WorkerPhase.MISSING, message="Worker not reconciled")
     try:
         owner = owner_of(body)
         spec = validate_spec(body)
@@ -479,13 +483,13 @@ def reconcile(*, body: Mapping[str, Any], ctx: Context) -> Result:
     except StepFailed as exc:
         problem = exc.problem
         events = [*events, *_problem_event(body, problem)]
-    observed = conditions.Observed(
+    observed = Observed(
         generation=generation,
         suspended=suspended,
         worker=worker,
         problem=problem,
-        worker_problem=conditions.worker_problem(body.get("status")),
-        gap=conditions.source_gap(body.get("status")),
+        worker_problem=worker_problem(body.get("status")),
+        gap=source_gap(body.get("status")),
     )
     status, changed = _status(body=body, observed=observed, now=ctx.now())
     previous = (body.get("status") or {}).get("conditions")
@@ -498,8 +502,8 @@ def owning_sync(obj: Mapping[str, Any]) -> tuple[str, str] | None:
     for ref in obj.get("metadata", {}).get("ownerReferences") or ():
         if (
             ref.get("controller")
-            and ref.get("kind") == api.KIND
-            and (str(ref.get("apiVersion", "")).startswith(f"{api.GROUP}/"))
+            and ref.get("kind") == KIND
+            and (str(ref.get("apiVersion", "")).startswith(f"{GROUP}/"))
         ):
             return str(ref["name"]), str(ref["uid"])
     return None
@@ -519,7 +523,7 @@ class Refreshed:
 
 
 def refreshed_conditions(
-    *, sync: Mapping[str, Any], worker: conditions.WorkerState, now: datetime
+    *, sync: Mapping[str, Any], worker: WorkerState, now: datetime
 ) -> list[dict[str, Any]] | None:
     """The conditions `sync` should show with its worker in state `worker`; None when they
     are what it shows, or when they are not this function's to write.
@@ -535,25 +539,25 @@ def refreshed_conditions(
         return None
     status = sync.get("status") or {}
     previous = status.get("conditions") or []
-    ready = conditions.find(previous, conditions.ConditionType.READY)
-    if ready is not None and ready.get("reason") in conditions.PROBLEM_REASONS:
+    ready = find_condition(previous, ConditionType.READY)
+    if ready is not None and ready.get("reason") in PROBLEM_REASONS:
         return None
     generation = status.get("observedGeneration")
     if generation is None or generation != meta.get("generation"):
         return None
-    observed = conditions.Observed(
+    observed = Observed(
         generation=int(generation),
         suspended=bool((sync.get("spec") or {}).get("suspend", False)),
         worker=worker,
-        worker_problem=conditions.worker_problem(status),
-        gap=conditions.source_gap(status),
+        worker_problem=worker_problem(status),
+        gap=source_gap(status),
     )
-    new = conditions.compute(observed=observed, previous=previous, now=now)
+    new = compute_conditions(observed=observed, previous=previous, now=now)
     return None if new == previous else new
 
 
 def write_refreshed(
-    *, kube_api: kube.KubeApi, sync: Mapping[str, Any], new: list[dict[str, Any]]
+    *, kube_api: KubeApi, sync: Mapping[str, Any], new: list[dict[str, Any]]
 ) -> Refreshed | None:
     """Write `new` conditions, only onto the version of `sync` they were computed from.
 
@@ -568,7 +572,7 @@ def write_refreshed(
             status={"conditions": new},
             resource_version=None if version is None else str(version),
         )
-    except kube.KubeError as exc:
+    except KubeError as exc:
         if exc.status in (404, 409):
             return None
         raise
@@ -583,8 +587,8 @@ def write_refreshed(
 
 def refresh_from_deployment(
     *,
-    kube_api: kube.KubeApi,
-    worker: conditions.WorkerState,
+    kube_api: KubeApi,
+    worker: WorkerState,
     namespace: str,
     owner_name: str,
     owner_uid: str,
@@ -611,33 +615,33 @@ def worker_report_changed(sync: Mapping[str, Any]) -> bool:
     reconcile then writes the conditions, the worker's report included.
     """
     status = sync.get("status") or {}
-    ready = conditions.find(status.get("conditions"), conditions.ConditionType.READY)
-    if ready is None or ready.get("reason") in conditions.PROBLEM_REASONS:
+    ready = find_condition(status.get("conditions"), ConditionType.READY)
+    if ready is None or ready.get("reason") in PROBLEM_REASONS:
         return False
     if status.get("observedGeneration") != sync.get("metadata", {}).get("generation"):
         return False
-    gap = conditions.source_gap(status)
-    shown = conditions.find(status.get("conditions"), conditions.ConditionType.EVENTS_LOST)
+    gap = source_gap(status)
+    shown = find_condition(status.get("conditions"), ConditionType.EVENTS_LOST)
     if gap is not None and (shown is None or not str(shown.get("message", "")).startswith(gap)):
         return True  # a new gap: EventsLost (and its Warning) is due
-    reported = conditions.worker_problem(status)
+    reported = worker_problem(status)
     if reported is None:
-        return ready.get("reason") in conditions.WORKER_REASONS
+        return ready.get("reason") in WORKER_REASONS
     return (ready.get("reason"), ready.get("message")) != (reported.reason, reported.message)
 
 
 def refresh_from_worker(
-    *, kube_api: kube.KubeApi, sync: Mapping[str, Any], now: datetime
+    *, kube_api: KubeApi, sync: Mapping[str, Any], now: datetime
 ) -> Refreshed | None:
     """Recompute the conditions of `sync` after its worker reported (or cleared) a failure."""
     meta = sync.get("metadata", {})
     namespace, name = str(meta.get("namespace")), str(meta.get("name"))
     deployment_body = kube_api.get(
-        kube.ChildKind.DEPLOYMENT, namespace=namespace, name=naming.worker_name(name)
+        ChildKind.DEPLOYMENT, namespace=namespace, name=worker_name(name)
     )
     return refresh_from_deployment(
         kube_api=kube_api,
-        worker=conditions.worker_state(deployment_body),
+        worker=worker_state(deployment_body),
         namespace=namespace,
         owner_name=name,
         owner_uid=str(meta.get("uid")),
@@ -645,9 +649,7 @@ def refresh_from_worker(
     )
 
 
-def _live_sync(
-    kube_api: kube.KubeApi, *, namespace: str, name: str, uid: str
-) -> dict[str, Any] | None:
+def _live_sync(kube_api: KubeApi, *, namespace: str, name: str, uid: str) -> dict[str, Any] | None:
     """The AirflowAssetSync `uid`, unless it is gone, replaced, or being deleted."""
     sync = kube_api.get_sync(namespace=namespace, name=name)
     if sync is None:

@@ -11,8 +11,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from airflow_asset_sync.api import spec as api
-from airflow_asset_sync.resources import naming
+from airflow_asset_sync.api.spec import Auth, SyncSpec
+from airflow_asset_sync.resources.naming import (
+    ENV_POKE_TOKEN,
+    CredentialField,
+    kafka_ca_dir,
+    kafka_credential_env,
+    source_ca_dir,
+    source_credential_env,
+    target_ca_dir,
+    target_credential_env,
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,14 +46,14 @@ class CaBundle:
     field_path: str
 
 
-EnvNamer = Callable[[naming.CredentialField], str]
+EnvNamer = Callable[[CredentialField], str]
 
 
 def _target_env(target_name: str) -> EnvNamer:
-    return lambda field: naming.target_credential_env(target_name, field)
+    return lambda field: target_credential_env(target_name, field)
 
 
-def _auth_env(auth: api.Auth | None, *, field_path: str, env: EnvNamer) -> list[EnvCredential]:
+def _auth_env(auth: Auth | None, *, field_path: str, env: EnvNamer) -> list[EnvCredential]:
     if auth is None:
         return []
     out: list[EnvCredential] = []
@@ -79,10 +88,10 @@ def _auth_env(auth: api.Auth | None, *, field_path: str, env: EnvNamer) -> list[
     return out
 
 
-def env_credentials(spec: api.SyncSpec) -> list[EnvCredential]:
+def env_credentials(spec: SyncSpec) -> list[EnvCredential]:
     """Credentials as env variables, in a stable order (source, targets in order, the poke
     token, Kafka)."""
-    out = _auth_env(spec.source.auth, field_path="spec.source", env=naming.source_credential_env)
+    out = _auth_env(spec.source.auth, field_path="spec.source", env=source_credential_env)
     for index, target in enumerate(spec.targets):
         out += _auth_env(
             target.auth, field_path=f"spec.targets[{index}]", env=_target_env(target.name)
@@ -91,7 +100,7 @@ def env_credentials(spec: api.SyncSpec) -> list[EnvCredential]:
     if push is not None:
         out.append(
             EnvCredential(
-                env_name=naming.ENV_POKE_TOKEN,
+                env_name=ENV_POKE_TOKEN,
                 secret_name=push.token.secret_name,
                 key=push.token.key,
                 field_path="spec.source.push.token",
@@ -102,7 +111,7 @@ def env_credentials(spec: api.SyncSpec) -> list[EnvCredential]:
         path = "spec.kafka.security.sasl"
         out.append(
             EnvCredential(
-                env_name=naming.kafka_credential_env("USERNAME"),
+                env_name=kafka_credential_env("USERNAME"),
                 secret_name=sasl.secret_name,
                 key=sasl.username_key,
                 field_path=path,
@@ -110,7 +119,7 @@ def env_credentials(spec: api.SyncSpec) -> list[EnvCredential]:
         )
         out.append(
             EnvCredential(
-                env_name=naming.kafka_credential_env("PASSWORD"),
+                env_name=kafka_credential_env("PASSWORD"),
                 secret_name=sasl.secret_name,
                 key=sasl.password_key,
                 field_path=path,
@@ -119,7 +128,7 @@ def env_credentials(spec: api.SyncSpec) -> list[EnvCredential]:
     return out
 
 
-def ca_bundles(spec: api.SyncSpec) -> list[CaBundle]:
+def ca_bundles(spec: SyncSpec) -> list[CaBundle]:
     """CA bundles to mount, in a stable order (source, targets in order, Kafka)."""
     out: list[CaBundle] = []
     tls = spec.source.tls
@@ -127,7 +136,7 @@ def ca_bundles(spec: api.SyncSpec) -> list[CaBundle]:
         out.append(
             CaBundle(
                 volume_name="ca-source",
-                mount_dir=naming.source_ca_dir(),
+                mount_dir=source_ca_dir(),
                 secret_name=tls.ca_secret_name,
                 key=tls.ca_key,
                 field_path="spec.source.tls",
@@ -140,7 +149,7 @@ def ca_bundles(spec: api.SyncSpec) -> list[CaBundle]:
                 CaBundle(
                     # Target names are at most 40 characters: this stays a DNS label.
                     volume_name=f"ca-target-{target.name}",
-                    mount_dir=naming.target_ca_dir(target.name),
+                    mount_dir=target_ca_dir(target.name),
                     secret_name=tls.ca_secret_name,
                     key=tls.ca_key,
                     field_path=f"spec.targets[{index}].tls",
@@ -151,7 +160,7 @@ def ca_bundles(spec: api.SyncSpec) -> list[CaBundle]:
         out.append(
             CaBundle(
                 volume_name="ca-kafka",
-                mount_dir=naming.kafka_ca_dir(),
+                mount_dir=kafka_ca_dir(),
                 secret_name=security.ca_secret_name,
                 key=security.ca_key,
                 field_path="spec.kafka.security",
@@ -169,7 +178,7 @@ class SecretKeyUse:
     field_path: str
 
 
-def secret_key_uses(spec: api.SyncSpec) -> list[SecretKeyUse]:
+def secret_key_uses(spec: SyncSpec) -> list[SecretKeyUse]:
     """All Secret keys the spec references, env and files alike, without repeats."""
     seen: dict[tuple[str, str], SecretKeyUse] = {}
     refs: list[EnvCredential | CaBundle] = [*env_credentials(spec), *ca_bundles(spec)]
@@ -179,6 +188,6 @@ def secret_key_uses(spec: api.SyncSpec) -> list[SecretKeyUse]:
     return list(seen.values())
 
 
-def secret_names(spec: api.SyncSpec) -> list[str]:
+def secret_names(spec: SyncSpec) -> list[str]:
     """The Secrets the spec references, sorted (the order of the secrets-hash input)."""
     return sorted({use.secret_name for use in secret_key_uses(spec)})

@@ -24,8 +24,26 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from airflow_asset_sync.api import spec as api
-from airflow_asset_sync.resources import credentials, naming
+from airflow_asset_sync.api.spec import SyncSpec
+from airflow_asset_sync.resources.credentials import ca_bundles, env_credentials
+from airflow_asset_sync.resources.naming import (
+    CA_FILE,
+    ENV_NAME,
+    ENV_NAMESPACE,
+    HEALTHZ_PATH,
+    METRICS_PORT,
+    METRICS_PORT_NAME,
+    READYZ_PATH,
+    SECRETS_HASH_ANNOTATION,
+    SPEC_HASH_ANNOTATION,
+    TMP_DIR,
+    WORKER_CONTAINER,
+    Owner,
+    labels,
+    metadata,
+    selector_labels,
+    worker_name,
+)
 
 #: Kept short: Recreate means a long grace period is a long outage. The worker commits
 #: offsets on SIGTERM well within it.
@@ -35,14 +53,14 @@ REVISION_HISTORY_LIMIT = 3
 SECRET_FILE_MODE = 0o444
 
 
-def resolve_image(spec: api.SyncSpec, *, default: str | None) -> str | None:
+def resolve_image(spec: SyncSpec, *, default: str | None) -> str | None:
     """`spec.worker.image` if set, else the operator's configured worker image."""
     if spec.worker is not None and spec.worker.image:
         return spec.worker.image
     return default
 
 
-def spec_hash(spec: api.SyncSpec) -> str:
+def spec_hash(spec: SyncSpec) -> str:
     """A hash of the spec as written, ignoring `suspend`.
 
     As written (`exclude_unset`), not with defaults filled in: an operator upgrade that
@@ -69,12 +87,12 @@ def _security_context() -> dict[str, Any]:
     }
 
 
-def _env(owner: naming.Owner, spec: api.SyncSpec) -> list[dict[str, Any]]:
+def _env(owner: Owner, spec: SyncSpec) -> list[dict[str, Any]]:
     env: list[dict[str, Any]] = [
-        {"name": naming.ENV_NAMESPACE, "value": owner.namespace},
-        {"name": naming.ENV_NAME, "value": owner.name},
+        {"name": ENV_NAMESPACE, "value": owner.namespace},
+        {"name": ENV_NAME, "value": owner.name},
     ]
-    for cred in credentials.env_credentials(spec):
+    for cred in env_credentials(spec):
         env.append(
             {
                 "name": cred.env_name,
@@ -90,16 +108,16 @@ def _env(owner: naming.Owner, spec: api.SyncSpec) -> list[dict[str, Any]]:
     return env
 
 
-def _volumes(spec: api.SyncSpec) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _volumes(spec: SyncSpec) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}]
-    mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": naming.TMP_DIR}]
-    for bundle in credentials.ca_bundles(spec):
+    mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": TMP_DIR}]
+    for bundle in ca_bundles(spec):
         volumes.append(
             {
                 "name": bundle.volume_name,
                 "secret": {
                     "secretName": bundle.secret_name,
-                    "items": [{"key": bundle.key, "path": naming.CA_FILE}],
+                    "items": [{"key": bundle.key, "path": CA_FILE}],
                     "defaultMode": SECRET_FILE_MODE,
                 },
             }
@@ -118,7 +136,7 @@ READINESS_DELAY_SECONDS = 10
 def _probe(
     path: str, *, period_seconds: int, failure_threshold: int, initial_delay_seconds: int = 0
 ) -> dict[str, Any]:
-    probe: dict[str, Any] = {"httpGet": {"path": path, "port": naming.METRICS_PORT_NAME}}
+    probe: dict[str, Any] = {"httpGet": {"path": path, "port": METRICS_PORT_NAME}}
     if initial_delay_seconds:
         probe["initialDelaySeconds"] = initial_delay_seconds
     return {
@@ -130,17 +148,17 @@ def _probe(
 
 
 def _container(
-    *, owner: naming.Owner, spec: api.SyncSpec, image: str, mounts: list[dict[str, Any]]
+    *, owner: Owner, spec: SyncSpec, image: str, mounts: list[dict[str, Any]]
 ) -> dict[str, Any]:
     container: dict[str, Any] = {
-        "name": naming.WORKER_CONTAINER,
+        "name": WORKER_CONTAINER,
         "image": image,
         "args": ["worker", "--namespace", owner.namespace, "--name", owner.name],
         "env": _env(owner, spec),
         "ports": [
             {
-                "name": naming.METRICS_PORT_NAME,
-                "containerPort": naming.METRICS_PORT,
+                "name": METRICS_PORT_NAME,
+                "containerPort": METRICS_PORT,
                 "protocol": "TCP",
             }
         ],
@@ -151,14 +169,14 @@ def _container(
         # a slow source API does not cause restarts; readiness is quick so Ready on the sync
         # reflects trouble soon, and starts after the first poll has had time to succeed.
         "startupProbe": _probe(
-            naming.HEALTHZ_PATH,
+            HEALTHZ_PATH,
             period_seconds=2,
             failure_threshold=15,
             initial_delay_seconds=STARTUP_DELAY_SECONDS,
         ),
-        "livenessProbe": _probe(naming.HEALTHZ_PATH, period_seconds=10, failure_threshold=6),
+        "livenessProbe": _probe(HEALTHZ_PATH, period_seconds=10, failure_threshold=6),
         "readinessProbe": _probe(
-            naming.READYZ_PATH,
+            READYZ_PATH,
             period_seconds=5,
             failure_threshold=3,
             initial_delay_seconds=READINESS_DELAY_SECONDS,
@@ -171,10 +189,10 @@ def _container(
     return container
 
 
-def _pod_spec(*, owner: naming.Owner, spec: api.SyncSpec, image: str) -> dict[str, Any]:
+def _pod_spec(*, owner: Owner, spec: SyncSpec, image: str) -> dict[str, Any]:
     volumes, mounts = _volumes(spec)
     pod: dict[str, Any] = {
-        "serviceAccountName": naming.worker_name(owner.name),
+        "serviceAccountName": worker_name(owner.name),
         "automountServiceAccountToken": True,
         # Service links add an env variable per Service in the namespace: noise, and a
         # startup cost in large namespaces.
@@ -199,8 +217,8 @@ def _pod_spec(*, owner: naming.Owner, spec: api.SyncSpec, image: str) -> dict[st
 
 def worker_deployment(
     *,
-    owner: naming.Owner,
-    spec: api.SyncSpec,
+    owner: Owner,
+    spec: SyncSpec,
     image: str,
     secret_versions: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
@@ -209,21 +227,21 @@ def worker_deployment(
     `secret_versions` maps each referenced Secret to its resourceVersion (see
     `credentials.secret_names`); a change rolls the pod so new credentials take effect.
     """
-    template_annotations = {naming.SPEC_HASH_ANNOTATION: spec_hash(spec)}
+    template_annotations = {SPEC_HASH_ANNOTATION: spec_hash(spec)}
     if secret_versions:
-        template_annotations[naming.SECRETS_HASH_ANNOTATION] = secrets_hash(secret_versions)
+        template_annotations[SECRETS_HASH_ANNOTATION] = secrets_hash(secret_versions)
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": naming.metadata(owner=owner, name=naming.worker_name(owner.name)),
+        "metadata": metadata(owner=owner, name=worker_name(owner.name)),
         "spec": {
             "replicas": 0 if spec.suspend else 1,
             "strategy": {"type": "Recreate"},
             "revisionHistoryLimit": REVISION_HISTORY_LIMIT,
-            "selector": {"matchLabels": naming.selector_labels(owner.name)},
+            "selector": {"matchLabels": selector_labels(owner.name)},
             "template": {
                 "metadata": {
-                    "labels": naming.labels(owner.name),
+                    "labels": labels(owner.name),
                     "annotations": template_annotations,
                 },
                 "spec": _pod_spec(owner=owner, spec=spec, image=image),

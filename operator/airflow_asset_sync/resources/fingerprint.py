@@ -13,16 +13,14 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from airflow_asset_sync.resources import naming
+from airflow_asset_sync.resources.naming import APPLIED_HASH_ANNOTATION
 
 
 def applied_hash(body: Mapping[str, Any]) -> str:
     """sha256 of the body (without its own applied-hash annotation), as sorted JSON."""
     meta = dict(body.get("metadata") or {})
     annotations = {
-        k: v
-        for k, v in (meta.get("annotations") or {}).items()
-        if k != naming.APPLIED_HASH_ANNOTATION
+        k: v for k, v in (meta.get("annotations") or {}).items() if k != APPLIED_HASH_ANNOTATION
     }
     if annotations:
         meta["annotations"] = annotations
@@ -37,12 +35,12 @@ def stamped(body: Mapping[str, Any]) -> dict[str, Any]:
     meta = dict(body.get("metadata") or {})
     meta["annotations"] = {
         **(meta.get("annotations") or {}),
-        naming.APPLIED_HASH_ANNOTATION: applied_hash(body),
+        APPLIED_HASH_ANNOTATION: applied_hash(body),
     }
     return {**body, "metadata": meta}
 
 
 def hash_of(obj: Mapping[str, Any]) -> str | None:
     """The applied-hash an object carries, if any."""
-    value = (obj.get("metadata", {}).get("annotations") or {}).get(naming.APPLIED_HASH_ANNOTATION)
+    value = (obj.get("metadata", {}).get("annotations") or {}).get(APPLIED_HASH_ANNOTATION)
     return None if value is None else str(value)

@@ -16,7 +16,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from airflow_asset_sync.api import spec as api
+from airflow_asset_sync.api.spec import API_VERSION, GROUP, KIND
 
 #: `app.kubernetes.io/name` of everything this project runs.
 APP_NAME = "airflow-asset-sync"
@@ -33,10 +33,10 @@ LABEL_PART_OF = "app.kubernetes.io/part-of"
 
 #: Pod-template annotation: hash of the spec. A spec change changes the template, so the
 #: Deployment rolls the worker, which reads its spec once at start.
-SPEC_HASH_ANNOTATION = f"{api.GROUP}/spec-hash"
+SPEC_HASH_ANNOTATION = f"{GROUP}/spec-hash"
 #: Pod-template annotation: hash of the referenced Secrets' resourceVersions. Env values from
 #: Secrets are fixed at container start, so a rotated password needs a new pod.
-SECRETS_HASH_ANNOTATION = f"{api.GROUP}/secrets-hash"
+SECRETS_HASH_ANNOTATION = f"{GROUP}/secrets-hash"
 
 WORKER_CONTAINER = "worker"
 #: One HTTP port on the worker serves metrics and both probes.
@@ -137,8 +137,8 @@ def owner_reference(owner: Owner) -> dict[str, Any]:
     OwnerReferencesPermissionEnforcement admission plugin is on.
     """
     return {
-        "apiVersion": api.API_VERSION,
-        "kind": api.KIND,
+        "apiVersion": API_VERSION,
+        "kind": KIND,
         "name": owner.name,
         "uid": owner.uid,
         "controller": True,
@@ -218,4 +218,4 @@ def kafka_ca_file() -> str:
 #: Annotation on every child: a hash of the body the operator last applied. The operator's
 #: watch of its children keeps this hash (`controller.observed`), so a periodic resync of a
 #: child that still matches what it would apply costs no API request.
-APPLIED_HASH_ANNOTATION = f"{api.GROUP}/applied-hash"
+APPLIED_HASH_ANNOTATION = f"{GROUP}/applied-hash"

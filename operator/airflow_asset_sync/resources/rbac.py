@@ -24,15 +24,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow_asset_sync.api import spec as api
-from airflow_asset_sync.resources import naming
+from airflow_asset_sync.api.spec import GROUP, PLURAL
+from airflow_asset_sync.resources.naming import Owner, metadata, worker_name
 
 
-def service_account(owner: naming.Owner) -> dict[str, Any]:
+def service_account(owner: Owner) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "ServiceAccount",
-        "metadata": naming.metadata(owner=owner, name=naming.worker_name(owner.name)),
+        "metadata": metadata(owner=owner, name=worker_name(owner.name)),
     }
 
 
@@ -44,21 +44,21 @@ def worker_rules(sync_name: str) -> list[dict[str, Any]]:
     """The worker Role's rules: its own object and Lease by name, plus creating the Lease."""
     return [
         {
-            "apiGroups": [api.GROUP],
-            "resources": [api.PLURAL],
+            "apiGroups": [GROUP],
+            "resources": [PLURAL],
             "resourceNames": [sync_name],
             "verbs": ["get", "watch"],
         },
         {
-            "apiGroups": [api.GROUP],
-            "resources": [f"{api.PLURAL}/status"],
+            "apiGroups": [GROUP],
+            "resources": [f"{PLURAL}/status"],
             "resourceNames": [sync_name],
             "verbs": ["patch"],
         },
         {
             "apiGroups": [COORDINATION],
             "resources": ["leases"],
-            "resourceNames": [naming.worker_name(sync_name)],
+            "resourceNames": [worker_name(sync_name)],
             "verbs": ["get", "update"],
         },
         # `create` ignores resourceNames (see the module docstring).
@@ -66,21 +66,21 @@ def worker_rules(sync_name: str) -> list[dict[str, Any]]:
     ]
 
 
-def role(owner: naming.Owner) -> dict[str, Any]:
+def role(owner: Owner) -> dict[str, Any]:
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "Role",
-        "metadata": naming.metadata(owner=owner, name=naming.worker_name(owner.name)),
+        "metadata": metadata(owner=owner, name=worker_name(owner.name)),
         "rules": worker_rules(owner.name),
     }
 
 
-def role_binding(owner: naming.Owner) -> dict[str, Any]:
-    name = naming.worker_name(owner.name)
+def role_binding(owner: Owner) -> dict[str, Any]:
+    name = worker_name(owner.name)
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "RoleBinding",
-        "metadata": naming.metadata(owner=owner, name=name),
+        "metadata": metadata(owner=owner, name=name),
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
         "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": owner.namespace}],
     }
@@ -95,20 +95,20 @@ def operator_rules() -> list[dict[str, Any]]:
     """
     return [
         {
-            "apiGroups": [api.GROUP],
-            "resources": [api.PLURAL],
+            "apiGroups": [GROUP],
+            "resources": [PLURAL],
             "verbs": ["get", "list", "watch", "patch"],
         },
         {
-            "apiGroups": [api.GROUP],
-            "resources": [f"{api.PLURAL}/status"],
+            "apiGroups": [GROUP],
+            "resources": [f"{PLURAL}/status"],
             "verbs": ["get", "patch"],
         },
         {
             # Owner references with blockOwnerDeletion need this where the
             # OwnerReferencesPermissionEnforcement admission plugin is enabled.
-            "apiGroups": [api.GROUP],
-            "resources": [f"{api.PLURAL}/finalizers"],
+            "apiGroups": [GROUP],
+            "resources": [f"{PLURAL}/finalizers"],
             "verbs": ["update"],
         },
         {

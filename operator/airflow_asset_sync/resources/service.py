@@ -12,23 +12,30 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow_asset_sync.resources import naming
+from airflow_asset_sync.resources.naming import (
+    METRICS_PORT,
+    METRICS_PORT_NAME,
+    Owner,
+    metadata,
+    selector_labels,
+    worker_service_name,
+)
 
 
-def worker_service(owner: naming.Owner) -> dict[str, Any]:
+def worker_service(owner: Owner) -> dict[str, Any]:
     """A ClusterIP Service in front of the worker pod."""
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": naming.metadata(owner=owner, name=naming.worker_service_name(owner.name)),
+        "metadata": metadata(owner=owner, name=worker_service_name(owner.name)),
         "spec": {
             "type": "ClusterIP",
-            "selector": naming.selector_labels(owner.name),
+            "selector": selector_labels(owner.name),
             "ports": [
                 {
                     "name": "http",
-                    "port": naming.METRICS_PORT,
-                    "targetPort": naming.METRICS_PORT_NAME,
+                    "port": METRICS_PORT,
+                    "targetPort": METRICS_PORT_NAME,
                     "protocol": "TCP",
                 }
             ],

@@ -32,9 +32,9 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from airflow_asset_sync import logs
 from airflow_asset_sync.api.spec import API_VERSION, KIND, Endpoint, ObjectRef, SyncObject, SyncSpec
 from airflow_asset_sync.api.transport import Publisher, Subscription
+from airflow_asset_sync.api.validation import validation_problems
 from airflow_asset_sync.clients.airflow.base import (
     AirflowClient,
     AssetNotFound,
@@ -45,17 +45,30 @@ from airflow_asset_sync.clients.airflow.factory import connect
 from airflow_asset_sync.clients.kafka.publisher import KafkaPublisher
 from airflow_asset_sync.clients.kafka.settings import KafkaSettings
 from airflow_asset_sync.clients.kafka.subscription import KafkaSubscription
-from airflow_asset_sync.resources import naming
-from airflow_asset_sync.worker import credentials as creds
-from airflow_asset_sync.worker import verify
+from airflow_asset_sync.logs import register_secrets, scrub
+from airflow_asset_sync.resources.naming import labels, worker_name
 from airflow_asset_sync.worker.channel import InProcessChannel
 from airflow_asset_sync.worker.clock import SystemClock
+from airflow_asset_sync.worker.credentials import MissingCredential, ResolvedCredentials
+from airflow_asset_sync.worker.credentials import from_env as credentials_from_env
+from airflow_asset_sync.worker.credentials import from_manifests as credentials_from_manifests
 from airflow_asset_sync.worker.health import Health, readiness_timeout
 from airflow_asset_sync.worker.lease import FencedOffsetStore, LeaseHolder, LeaseStore, new_identity
 from airflow_asset_sync.worker.metrics import MetricsServer, WorkerMetrics, start_metrics_server
 from airflow_asset_sync.worker.offsets import FileOffsetStore, OffsetStore
 from airflow_asset_sync.worker.pipeline import SyncWorker
 from airflow_asset_sync.worker.poke import PokeGate, Wakeup
+from airflow_asset_sync.worker.verify import (
+    BadWindow,
+    Outcome,
+    Report,
+    Unreadable,
+    Window,
+    parse_window,
+    plan_repair,
+    verify,
+)
+from airflow_asset_sync.worker.verify import repair as repair_targets
 
 log = logging.getLogger(__name__)
 
@@ -66,30 +79,6 @@ class BadManifest(ValueError):
 
 class PortInUse(RuntimeError):
     """The metrics port cannot be bound; the message names the flag that chooses another."""
-
-
-def field_path(loc: Sequence[int | str], prefix: str = "") -> str:
-    """A field as a user wrote it: camelCase, dotted, list indexes in brackets
-    (`spec.targets[0].auth`), the one spelling every message uses."""
-    path = prefix
-    for part in loc:
-        if isinstance(part, int):
-            path += f"[{part}]"
-        else:
-            path += f".{part}" if path else str(part)
-    return path
-
-
-def describe_validation_error(exc: ValidationError, prefix: str = "spec") -> str:
-    """One line per problem, naming the field as a user wrote it (camelCase path)."""
-    lines = []
-    for err in exc.errors(include_url=False):
-        message = err["msg"]
-        if err["type"] == "value_error":  # "Value error, <our text>": the text says it all
-            message = str(err.get("ctx", {}).get("error", message))
-        path = field_path(err["loc"], prefix)
-        lines.append(f"{path}: {message}" if path else message)
-    return "\n".join(lines)
 
 
 def load_manifests(path: str | Path) -> tuple[SyncObject, list[dict[str, Any]]]:
@@ -115,10 +104,10 @@ def parse_sync(body: Mapping[str, Any]) -> SyncObject:
     try:
         return SyncObject.model_validate(body)
     except ValidationError as exc:
-        raise BadManifest(describe_validation_error(exc, prefix="")) from None
+        raise BadManifest("\n".join(validation_problems(exc, prefix=""))) from None
 
 
-def _client_factory(resolved: creds.ResolvedCredentials, spec: SyncSpec) -> Any:
+def _client_factory(resolved: ResolvedCredentials, spec: SyncSpec) -> Any:
     async def factory(endpoint: Endpoint) -> AirflowClient:
         if endpoint is spec.source:
             return await connect(endpoint, resolved.source, ca_file=resolved.ca_files.get("source"))
@@ -132,7 +121,7 @@ def _client_factory(resolved: creds.ResolvedCredentials, spec: SyncSpec) -> Any:
 
 
 def _transport(
-    sync: SyncObject, resolved: creds.ResolvedCredentials
+    sync: SyncObject, resolved: ResolvedCredentials
 ) -> tuple[Publisher, dict[str, Subscription]]:
     spec = sync.spec
     names = [t.name for t in spec.targets]
@@ -155,14 +144,14 @@ def _transport(
 
 async def _run(
     sync: SyncObject,
-    resolved: creds.ResolvedCredentials,
+    resolved: ResolvedCredentials,
     store: OffsetStore,
     *,
     metrics_port: int,
     metrics_host: str,
     lease_store: LeaseStore | None = None,
 ) -> None:
-    logs.register_secrets(resolved.secrets())
+    register_secrets(resolved.secrets())
     publisher, subscriptions = _transport(sync, resolved)  # built, not started
     metrics = WorkerMetrics()
     health = Health(
@@ -284,8 +273,8 @@ def run_standalone(
     """`airflow-asset-sync run -f FILE`: one sync, no Kubernetes."""
     try:
         sync, secrets = load_manifests(filename)
-        resolved = creds.from_manifests(sync.spec, secrets)
-    except (BadManifest, creds.MissingCredential) as exc:
+        resolved = credentials_from_manifests(sync.spec, secrets)
+    except (BadManifest, MissingCredential) as exc:
         for line in str(exc).splitlines():
             log.error("cannot start: %s", line)
         return 2
@@ -322,8 +311,8 @@ def run_in_cluster(namespace: str, name: str, *, metrics_port: int) -> int:
         return 2
     try:
         sync = parse_sync(body)
-        resolved = creds.from_env(sync.spec)
-    except (BadManifest, creds.MissingCredential) as exc:
+        resolved = credentials_from_env(sync.spec)
+    except (BadManifest, MissingCredential) as exc:
         for line in str(exc).splitlines():
             log.error("cannot start: %s", line)
         return 2
@@ -333,8 +322,8 @@ def run_in_cluster(namespace: str, name: str, *, metrics_port: int) -> int:
     lease_store = KubeLeaseStore(
         kube,
         namespace=namespace,
-        name=naming.worker_name(name),
-        labels=naming.labels(name),
+        name=worker_name(name),
+        labels=labels(name),
         # Not a controller reference and no blockOwnerDeletion (both need more rights): just
         # enough for the garbage collector to delete the Lease with its sync.
         owner_reference={
@@ -365,8 +354,8 @@ def check(filename: str, *, connect_endpoints: bool = False) -> int:
     """Validate a manifest file offline; with ``connect_endpoints`` also log in everywhere."""
     try:
         sync, secrets = load_manifests(filename)
-        resolved = creds.from_manifests(sync.spec, secrets)
-    except (BadManifest, creds.MissingCredential) as exc:
+        resolved = credentials_from_manifests(sync.spec, secrets)
+    except (BadManifest, MissingCredential) as exc:
         for line in str(exc).splitlines():
             print(f"invalid: {line}")
         return 2
@@ -383,15 +372,15 @@ def load_from_cluster(namespace: str, name: str) -> tuple[SyncObject, list[dict[
     """A sync in a cluster and the Secrets it names, read with the caller's kubeconfig (or
     in-cluster credentials): what `verify --namespace/--name` works from."""
     from airflow_asset_sync.clients.kube import KubeClient
-    from airflow_asset_sync.resources import credentials as refs
+    from airflow_asset_sync.resources.credentials import ca_bundles, env_credentials
 
     kube = KubeClient.from_environment()
     body = kube.get_sync(namespace=namespace, name=name)
     if body is None:
         raise BadManifest(f"AirflowAssetSync {namespace}/{name} not found")
     sync = parse_sync(body)
-    names = {r.secret_name for r in refs.env_credentials(sync.spec)}
-    names |= {b.secret_name for b in refs.ca_bundles(sync.spec)}
+    names = {r.secret_name for r in env_credentials(sync.spec)}
+    names |= {b.secret_name for b in ca_bundles(sync.spec)}
     secrets = []
     for secret in sorted(names):
         found = kube.read_secret_data(namespace=namespace, name=secret)
@@ -425,19 +414,19 @@ def verify_sync(
             where = f"namespace {namespace!r}"
         else:
             raise BadManifest("verify needs a file (-f) or a sync in a cluster (--name)")
-        resolved = creds.from_manifests(sync.spec, secrets, where=where)
-        window = verify.parse_window(since, until, datetime.now(UTC))
-    except (BadManifest, creds.MissingCredential, verify.BadWindow) as exc:
+        resolved = credentials_from_manifests(sync.spec, secrets, where=where)
+        window = parse_window(since, until, datetime.now(UTC))
+    except (BadManifest, MissingCredential, BadWindow) as exc:
         for line in str(exc).splitlines():
             print(f"invalid: {line}", file=sys.stderr)
         return 2
     except Exception as exc:  # the cluster refused (403) or is unreachable: say so, exit 2
-        print(f"cannot read the sync: {logs.scrub(str(exc))}", file=sys.stderr)
+        print(f"cannot read the sync: {scrub(str(exc))}", file=sys.stderr)
         return 2
     try:
         outcome = asyncio.run(_verify(sync, resolved, window, repair=repair, dry_run=dry_run))
     except Exception as exc:  # an instance down, refused credentials: say which, and stop
-        print(f"cannot verify: {logs.scrub(str(exc))}", file=sys.stderr)
+        print(f"cannot verify: {scrub(str(exc))}", file=sys.stderr)
         return 2
     print(outcome.render(as_json=as_json))
     return 0 if outcome.ok else 1
@@ -445,12 +434,12 @@ def verify_sync(
 
 async def _verify(
     sync: SyncObject,
-    resolved: creds.ResolvedCredentials,
-    window: verify.Window,
+    resolved: ResolvedCredentials,
+    window: Window,
     *,
     repair: bool,
     dry_run: bool,
-) -> verify.Outcome:
+) -> Outcome:
     """The report; with `repair` also the plan, the writes (unless `dry_run`) and a second
     report."""
     factory = _client_factory(resolved, sync.spec)
@@ -462,18 +451,18 @@ async def _verify(
             for t in sync.spec.targets
         }
 
-        async def check() -> verify.Report:
-            return await verify.verify(
+        async def check() -> Report:
+            return await verify(
                 sync.spec, sync=str(sync.ref), window=window, source=source, targets=targets
             )
 
-        outcome = verify.Outcome(before=await check(), dry_run=dry_run)
+        outcome = Outcome(before=await check(), dry_run=dry_run)
         if not repair:
             return outcome
-        outcome.plan = verify.plan_repair(outcome.before)
+        outcome.plan = plan_repair(outcome.before)
         if dry_run or not outcome.plan:
             return outcome
-        outcome.written = await verify.repair(outcome.plan, outcome.before, targets=targets)
+        outcome.written = await repair_targets(outcome.plan, outcome.before, targets=targets)
         outcome.after = await check()
         return outcome
     finally:
@@ -488,9 +477,7 @@ async def _labelled(
     try:
         client: AirflowClient = await factory(endpoint)
     except Exception as exc:
-        raise verify.Unreadable(
-            f"{label} ({endpoint.identity}): {type(exc).__name__}: {exc}"
-        ) from exc
+        raise Unreadable(f"{label} ({endpoint.identity}): {type(exc).__name__}: {exc}") from exc
     clients.append(client)
     return client
 
@@ -509,7 +496,7 @@ def auth_warnings(spec: SyncSpec) -> list[str]:
     ]
 
 
-async def _check_endpoints(spec: SyncSpec, resolved: creds.ResolvedCredentials) -> int:
+async def _check_endpoints(spec: SyncSpec, resolved: ResolvedCredentials) -> int:
     factory = _client_factory(resolved, spec)
     failures = 0
     endpoints: Sequence[Endpoint] = [spec.source, *spec.targets]
@@ -519,7 +506,7 @@ async def _check_endpoints(spec: SyncSpec, resolved: creds.ResolvedCredentials) 
             client = await factory(endpoint)
         except Exception as exc:
             failures += 1
-            print(f"failed: {label}: {endpoint.identity}: {logs.scrub(str(exc))}")
+            print(f"failed: {label}: {endpoint.identity}: {scrub(str(exc))}")
             continue
         try:
             try:
@@ -527,7 +514,7 @@ async def _check_endpoints(spec: SyncSpec, resolved: creds.ResolvedCredentials) 
                 print(f"ok: {label}: {endpoint.identity} speaks {client.api_version}")
             except Exception as exc:
                 failures += 1
-                print(f"failed: {label}: {endpoint.identity}: {logs.scrub(str(exc))}")
+                print(f"failed: {label}: {endpoint.identity}: {scrub(str(exc))}")
             if endpoint is spec.source:
                 failures += await _check_source_assets(client, spec)
         finally:
@@ -565,7 +552,7 @@ async def _check_source_assets(client: AirflowClient, spec: SyncSpec) -> int:
             await client.list_events(EventQuery(limit=1, asset_uri=uri))
         except AuthFailed as exc:
             unreadable += 1
-            print(f"unreadable: source: asset {uri}: {logs.scrub(str(exc))}")
+            print(f"unreadable: source: asset {uri}: {scrub(str(exc))}")
         except AssetNotFound:
             print(
                 f"warning: source: asset {uri} does not exist in the source"
@@ -573,7 +560,7 @@ async def _check_source_assets(client: AirflowClient, spec: SyncSpec) -> int:
             )
         except Exception as exc:
             unreadable += 1
-            print(f"unreadable: source: asset {uri}: {type(exc).__name__}: {logs.scrub(str(exc))}")
+            print(f"unreadable: source: asset {uri}: {type(exc).__name__}: {scrub(str(exc))}")
     patterns = len(spec.assets.include) - len(listed)
     if listed and not unreadable:
         print(f"ok: source: the credentials read every listed asset ({len(listed)})")

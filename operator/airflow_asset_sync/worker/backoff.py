@@ -1,8 +1,12 @@
-"""Exponential back-off with optional jitter.
+"""The worker's retry delays: a policy per loop, and one growing sequence per retry run.
+
+The formula is `api.backoff`'s (shared with the HTTP client and the operator); this module
+holds the state a loop needs (how many attempts so far, `reset()` after a success).
 
 Why jitter: after a target outage every replayer of every sync retries; spreading the retries
-avoids a synchronised burst against an API server that just came back (the measured 3.x
-ceiling on SQLite is ~70 writes/s, as the benchmark measures it).
+avoids a synchronised burst against an Airflow that just came back. A SQLite-backed Airflow
+takes one write at a time, so a burst only queues (`make bench BENCH_ARGS="--only replay"`
+measures that ceiling: raw POSTs to the target before and after a replay window).
 """
 
 from __future__ import annotations
@@ -10,6 +14,8 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from airflow_asset_sync.api.backoff import ceiling, jittered
 
 
 @dataclass(frozen=True)
@@ -34,13 +40,12 @@ class Backoff:
     attempts: int = field(default=0)
 
     def next(self) -> float:
-        # The exponent is capped: a retry-forever loop (unknown asset) runs for days, and
-        # factor**attempts would overflow a float long before that.
-        exponent = min(self.attempts, 64)
-        base = min(self.policy.maximum, self.policy.initial * self.policy.factor**exponent)
+        policy = self.policy
+        base = ceiling(
+            self.attempts, initial=policy.initial, maximum=policy.maximum, factor=policy.factor
+        )
         self.attempts += 1
-        spread = base * self.policy.jitter * (2 * self.rand() - 1)
-        return max(0.0, base + spread)
+        return jittered(base, jitter=policy.jitter, rand=self.rand())
 
     def reset(self) -> None:
         self.attempts = 0

@@ -23,8 +23,19 @@ from typing import Any
 
 from airflow_asset_sync.api.spec import SyncSpec
 from airflow_asset_sync.clients.airflow.http import Credentials
-from airflow_asset_sync.resources import credentials as refs
-from airflow_asset_sync.resources import naming
+from airflow_asset_sync.resources.credentials import (
+    CaBundle,
+    EnvCredential,
+    ca_bundles,
+    env_credentials,
+)
+from airflow_asset_sync.resources.naming import (
+    ENV_POKE_TOKEN,
+    CredentialField,
+    kafka_credential_env,
+    source_credential_env,
+    target_credential_env,
+)
 
 
 class MissingCredential(LookupError):
@@ -61,47 +72,47 @@ class ResolvedCredentials:
         return tuple(v for v in out if v)
 
 
-Lookup = Callable[[refs.EnvCredential], str | None]
+Lookup = Callable[[EnvCredential], str | None]
 #: What is missing when `Lookup` found nothing, for the message (never a value).
-Missing = Callable[[refs.EnvCredential], str]
+Missing = Callable[[EnvCredential], str]
 
 
 def _assemble(
     spec: SyncSpec, lookup: Lookup, ca_files: Mapping[str, str], missing: Missing
 ) -> ResolvedCredentials:
     values: dict[str, str] = {}
-    for ref in refs.env_credentials(spec):
+    for ref in env_credentials(spec):
         value = lookup(ref)
         if value is None:
             raise MissingCredential(f"{ref.field_path}: {missing(ref)}")
         values[ref.env_name] = value
 
-    def creds(env: Callable[[naming.CredentialField], str]) -> Credentials:
+    def creds(env: Callable[[CredentialField], str]) -> Credentials:
         return Credentials(
             username=values.get(env("USERNAME")),
             password=values.get(env("PASSWORD")),
             token=values.get(env("TOKEN")),
         )
 
-    def target_env(name: str) -> Callable[[naming.CredentialField], str]:
-        return lambda f: naming.target_credential_env(name, f)
+    def target_env(name: str) -> Callable[[CredentialField], str]:
+        return lambda f: target_credential_env(name, f)
 
     kafka = None
-    if naming.kafka_credential_env("USERNAME") in values:
+    if kafka_credential_env("USERNAME") in values:
         kafka = KafkaCredentials(
-            username=values[naming.kafka_credential_env("USERNAME")],
-            password=values[naming.kafka_credential_env("PASSWORD")],
+            username=values[kafka_credential_env("USERNAME")],
+            password=values[kafka_credential_env("PASSWORD")],
         )
     return ResolvedCredentials(
-        source=creds(naming.source_credential_env),
+        source=creds(source_credential_env),
         targets={t.name: creds(target_env(t.name)) for t in spec.targets},
         kafka=kafka,
         ca_files=ca_files,
-        poke_token=values.get(naming.ENV_POKE_TOKEN),
+        poke_token=values.get(ENV_POKE_TOKEN),
     )
 
 
-def _role(bundle: refs.CaBundle) -> str:
+def _role(bundle: CaBundle) -> str:
     if bundle.field_path == "spec.source.tls":
         return "source"
     if bundle.field_path == "spec.kafka.security":
@@ -112,9 +123,9 @@ def _role(bundle: refs.CaBundle) -> str:
 def from_env(spec: SyncSpec, environ: Mapping[str, str] | None = None) -> ResolvedCredentials:
     """Worker pod: values from env, CA bundles from the files the operator mounted."""
     env = os.environ if environ is None else environ
-    ca_files = {_role(b): str(Path(b.mount_dir) / "ca.crt") for b in refs.ca_bundles(spec)}
+    ca_files = {_role(b): str(Path(b.mount_dir) / "ca.crt") for b in ca_bundles(spec)}
 
-    def missing(ref: refs.EnvCredential) -> str:
+    def missing(ref: EnvCredential) -> str:
         return (
             f"env {ref.env_name} is not set (it should hold key {ref.key!r} of Secret"
             f" {ref.secret_name!r})"
@@ -151,7 +162,7 @@ def from_manifests(
     env = os.environ if environ is None else environ
     by_name = {str((s.get("metadata") or {}).get("name")): _secret_data(s) for s in secrets}
 
-    def lookup(ref: refs.EnvCredential) -> str | None:
+    def lookup(ref: EnvCredential) -> str | None:
         found = by_name.get(ref.secret_name, {}).get(ref.key)
         return found if found is not None else env.get(ref.env_name)
 
@@ -161,17 +172,17 @@ def from_manifests(
         return f"Secret {secret_name!r} has no key {key!r}"
 
     env_names: dict[str, list[str]] = {}
-    for ref in refs.env_credentials(spec):
+    for ref in env_credentials(spec):
         env_names.setdefault(ref.field_path, []).append(ref.env_name)
 
-    def missing(ref: refs.EnvCredential) -> str:
+    def missing(ref: EnvCredential) -> str:
         text = f"{absent(ref.secret_name, ref.key)}, and env {ref.env_name} is not set"
         if ref.secret_name in by_name:
             return text
         return f"{text} (add the Secret, or set {' and '.join(env_names[ref.field_path])})"
 
     ca_files: dict[str, str] = {}
-    for bundle in refs.ca_bundles(spec):
+    for bundle in ca_bundles(spec):
         data = by_name.get(bundle.secret_name, {}).get(bundle.key)
         if data is None:
             raise MissingCredential(

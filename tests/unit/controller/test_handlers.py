@@ -15,8 +15,9 @@ import pytest
 
 from airflow_asset_sync.api import spec as api
 from airflow_asset_sync.clients import kube
-from airflow_asset_sync.controller import handlers, metrics, observed
+from airflow_asset_sync.controller import handlers, observed
 from airflow_asset_sync.controller.config import OperatorConfig
+from airflow_asset_sync.controller.metrics import OperatorMetrics
 from support.fake_kube import FakeKube
 
 NS = "data"
@@ -54,11 +55,12 @@ def events(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, str]]:
     return posted
 
 
-def _memo(fake: FakeKube, **config: Any) -> kopf.Memo:
+def _memo(fake: FakeKube, *, metrics: OperatorMetrics | None = None, **config: Any) -> kopf.Memo:
     runtime = handlers.Runtime(
         kube=fake,
         config=OperatorConfig(worker_image="op/worker:1", **config),
         now=lambda: datetime(2024, 5, 1, tzinfo=UTC),
+        metrics=metrics or OperatorMetrics(),
     )
     return kopf.Memo({handlers.MEMO_KEY: runtime})
 
@@ -486,7 +488,7 @@ def test_startup_serves_metrics_on_the_configured_port(
     fake: FakeKube, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ports: list[int] = []
-    monkeypatch.setattr(metrics, "serve", lambda *, port: ports.append(port))
+    monkeypatch.setattr(OperatorMetrics, "serve", lambda self, *, port: ports.append(port))
     memo = _memo(fake, metrics_port=9100)
     handlers.on_startup(memo=memo, logger=LOGGER)
     handlers.on_cleanup(memo=memo)
@@ -496,7 +498,7 @@ def test_startup_serves_metrics_on_the_configured_port(
 def test_startup_runs_the_resync_thread_until_cleanup(
     fake: FakeKube, monkeypatch: pytest.MonkeyPatch, events: list[tuple[str, str, str]]
 ) -> None:
-    monkeypatch.setattr(metrics, "serve", lambda *, port: None)
+    monkeypatch.setattr(OperatorMetrics, "serve", lambda self, *, port: None)
     memo = _memo(fake, resync_seconds=0.05)
     handlers.on_sync_event(type=None, body=_body(fake), memo=memo)
     handlers.on_startup(memo=memo, logger=LOGGER)
@@ -513,20 +515,27 @@ def test_startup_runs_the_resync_thread_until_cleanup(
 
 
 def test_reconciles_are_counted(fake: FakeKube, events: list[tuple[str, str, str]]) -> None:
+    # Two runtimes (the second must not find the Secret the first just read) that count
+    # into one registry.
+    metrics = OperatorMetrics()
+    registry = metrics.registry
+
     def count(result: str) -> float:
-        value = metrics.REGISTRY.get_sample_value(
+        value = registry.get_sample_value(
             "airflow_asset_sync_operator_reconciles_total", {"trigger": "change", "result": result}
         )
         return value or 0.0
 
     before_ok, before_problem = count("success"), count("problem")
-    handlers.on_change(body=_body(fake), patch=kopf.Patch(), memo=_memo(fake), retry=0)
+    memo = _memo(fake, metrics=metrics)
+    handlers.on_change(body=_body(fake), patch=kopf.Patch(), memo=memo, retry=0)
     del fake.secrets[(NS, "a-creds")]
+    memo = _memo(fake, metrics=metrics)
     with pytest.raises(kopf.TemporaryError):
-        handlers.on_change(body=_body(fake), patch=kopf.Patch(), memo=_memo(fake), retry=0)
+        handlers.on_change(body=_body(fake), patch=kopf.Patch(), memo=memo, retry=0)
     assert count("success") == before_ok + 1
     assert count("problem") == before_problem + 1
-    errors = metrics.REGISTRY.get_sample_value(
+    errors = registry.get_sample_value(
         "airflow_asset_sync_operator_reconcile_errors_total", {"reason": "SecretNotFound"}
     )
     assert errors is not None

@@ -7,9 +7,10 @@ tree of `base`.
 Decisions worth knowing:
 
 - **Retries** use exponential backoff with full jitter (a random delay in
-  ``[0, min(cap, base * 2**n)]``) so that many replayers hitting one recovering instance do
-  not retry in lockstep. Attempts are bounded; when they run out the caller gets
-  `Unavailable`, which is retriable at *its* level (with its own, longer back-off).
+  ``[0, min(cap, base * 2**n)]``, the ceiling from `api.backoff`) so that many replayers
+  hitting one recovering instance do not retry in lockstep. Attempts are bounded; when they
+  run out the caller gets `Unavailable`, which is retriable at *its* level (with its own,
+  longer back-off).
 - **POSTs are not idempotent** in either API (a second POST is a second event). They are
   retried only when the request certainly did not reach Airflow (connect errors, pool
   timeout, 503, 429). After an *ambiguous* failure (read timeout, dropped connection,
@@ -47,6 +48,7 @@ from typing import Literal, Self
 
 import httpx
 
+from airflow_asset_sync.api.backoff import ceiling
 from airflow_asset_sync.clients.airflow.base import (
     AirflowError,
     AssetNotFound,
@@ -561,11 +563,13 @@ class AirflowHttp:
         )
 
     async def _backoff(self, target: str, reason: str, attempt: int) -> None:
-        """Full jitter: uniform in [0, min(cap, base * 2**(attempt-1))]."""
-        ceiling = min(
-            self._options.backoff_max_s, self._options.backoff_base_s * 2 ** (attempt - 1)
+        """Full jitter: uniform below `api.backoff.ceiling` (`attempt` counts from 1)."""
+        top = ceiling(
+            attempt - 1,
+            initial=self._options.backoff_base_s,
+            maximum=self._options.backoff_max_s,
         )
-        delay = self._rng.uniform(0.0, ceiling)
+        delay = self._rng.uniform(0.0, top)
         log.warning(
             "%s; retrying in %.2f s (attempt %d of %d)",
             self._scrub(f"{target}: {reason}"),
