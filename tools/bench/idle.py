@@ -2,9 +2,11 @@
 
 Four workers run side by side on idle sources (a 3.3 and a 2.11 source, each with 1 and
 with 5 targets; the targets are names for the same 3.3 instance, which costs the source
-nothing either way). Each worker counts its own requests by role in
-`aas_api_request_duration_seconds_count`, so running them together does not mix counts.
-The window opens after every worker is ready (start-up reads are not idle load).
+nothing either way). Each worker reaches its source through a counting proxy of its own
+(`bench.counted`), so the source's requests are counted as the source receives them, logins
+and retries included, and running the workers together does not mix counts; the worker's
+own count (`aas_api_request_duration_seconds_count`) is recorded beside it. The window
+opens after every worker is ready (start-up reads are not idle load).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import time
 from typing import Any
 
 from bench.common import Results, log
+from bench.counted import CountedSource
 from bench.stack import Stack
 
 IDLE_TARGET_PER_S = 1.0
@@ -32,23 +35,26 @@ def run_idle(stack: Stack, results: Results, *, window_s: float) -> None:
         "2.11-5t": (a2, 5),
     }
     procs = {}
+    counted: dict[str, CountedSource] = {}
     try:
         for key, (source, n) in cases.items():
             targets = [(f"t{i}", a3t) for i in range(1, n + 1)]
             name = f"idle-{key.replace('.', '')}"
-            procs[key] = stack.sync_process(
-                name, stack.manifests(name, source, targets, include=include)
-            ).start()
+            counted[key] = CountedSource(source).start()
+            docs = counted[key].route(stack.manifests(name, source, targets, include=include))
+            procs[key] = stack.sync_process(name, docs).start()
         time.sleep(3.0)  # past the first poll of each
-        before = {k: _counts(p) for k, p in procs.items()}
+        before = {k: _counts(p, counted[k]) for k, p in procs.items()}
         t0 = time.monotonic()
         log(f"idle: counting source requests for {window_s:.0f}s")
         time.sleep(window_s)
-        after = {k: _counts(p) for k, p in procs.items()}
+        after = {k: _counts(p, counted[k]) for k, p in procs.items()}
         elapsed = time.monotonic() - t0
     finally:
         for proc in procs.values():
             proc.stop()
+        for proxy in counted.values():
+            proxy.stop()
 
     figures: dict[str, Any] = {}
     for key in cases:
@@ -60,6 +66,7 @@ def run_idle(stack: Stack, results: Results, *, window_s: float) -> None:
             "source_requests_per_min": round(source_n / elapsed * 60, 1),
             "source_requests_per_s": round(source_n / elapsed, 3),
             "target_requests": target_n,
+            "worker_counted_source_requests": after[key]["worker"] - before[key]["worker"],
         }
     results.record("idle", **figures)
     for version in ("3.3", "2.11"):
@@ -89,7 +96,8 @@ def run_idle(stack: Stack, results: Results, *, window_s: float) -> None:
     log("idle: " + ", ".join(f"{k} {v['source_requests_per_min']}/min" for k, v in figures.items()))
 
 
-def _counts(proc: Any) -> dict[str, float]:
-    source = proc.metric(COUNT, role="source")
+def _counts(proc: Any, counted: CountedSource) -> dict[str, float]:
+    """Source requests at the proxy; the worker's own counts (targets: not a source cost)."""
+    worker = proc.metric(COUNT, role="source")
     total = proc.metric(COUNT)
-    return {"source": source, "targets": total - source}
+    return {"source": counted.requests(), "worker": worker, "targets": total - worker}

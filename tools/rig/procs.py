@@ -129,10 +129,14 @@ class Server:
 class ProcessRegistry:
     def __init__(self) -> None:
         self._servers: list[Server] = []
+        #: Servers started so far (stopped ones included): the test tiers read it to fail a
+        #: test outside the rig tier that started one (`support.tiers`).
+        self.started = 0
 
     def add(self, server: Server) -> None:
         if server not in self._servers:
             self._servers.append(server)
+            self.started += 1
 
     def discard(self, server: Server) -> None:
         if server in self._servers:

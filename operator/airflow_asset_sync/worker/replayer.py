@@ -291,6 +291,9 @@ class Replayer:
         stopper = asyncio.ensure_future(stop.wait())
         try:
             await asyncio.wait({fetch, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            fetch.cancel()  # `asyncio.wait` does not cancel what it waits on
+            raise
         finally:
             stopper.cancel()
         if not fetch.done():
@@ -662,11 +665,18 @@ class Replayer:
             if self._lot.total == 0 and not self._lot_dirty:
                 self._set_gauges()
                 self._lot_changed.clear()
-                waiter = asyncio.ensure_future(self._lot_changed.wait())
-                stopper = asyncio.ensure_future(stop.wait())
-                await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                waiter.cancel()
-                stopper.cancel()
+                waits = {
+                    asyncio.ensure_future(self._lot_changed.wait()),
+                    asyncio.ensure_future(stop.wait()),
+                }
+                try:
+                    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    # Also when `run` cancels this loop: `asyncio.wait` leaves the waits
+                    # pending, and they would outlive the replayer.
+                    for task in waits:
+                        task.cancel()
+                    await asyncio.gather(*waits, return_exceptions=True)
                 continue
             try:
                 await self.tend(stop)

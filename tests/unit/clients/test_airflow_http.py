@@ -722,8 +722,20 @@ def test_bad_urls_are_refused_without_echoing_credentials(url: str, match: str) 
     assert "***@" in str(info.value)
 
 
-def test_an_at_sign_in_the_query_is_not_userinfo() -> None:
-    AirflowHttp("http://airflow.test/?owner=me@example.com")
+async def test_an_at_sign_in_the_query_is_not_userinfo() -> None:
+    # Accepted (not refused as credentials), shown unredacted, and requests go to the host:
+    # not refusing it alone would pass with the URL mangled into "http://***@example.com".
+    url = "http://airflow.test/?owner=me@example.com"
+    hosts: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        hosts.append(request.url.host)
+        return ok()
+
+    async with make_http(handler, url=url) as http:
+        assert http.url == url
+        await http.request("GET", "/api/v1/health")
+    assert hosts == ["airflow.test"]
 
 
 @pytest.mark.parametrize(
