@@ -204,6 +204,16 @@ def test_every_whole_airflowassetsync_in_the_docs_is_valid(page: Path) -> None:
                 api.SyncSpec.model_validate(doc["spec"])
 
 
+def test_every_kept_report_is_whole_and_cited() -> None:
+    """A report folder holds what the bench wrote, and docs/performance.md cites it: a figure
+    without its report, or a report nothing cites, is what issue 16 set out to end."""
+    performance = (ROOT / "docs" / "performance.md").read_text()
+    for run in sorted(p for p in REPORTS.iterdir() if p.is_dir()):
+        assert (run / "report.md").is_file(), f"{rel(run)} has no report.md"
+        assert (run / "report.json").is_file(), f"{rel(run)} has no report.json"
+        assert f"reports/{run.name}/report.md" in performance, f"nothing cites {rel(run)}"
+
+
 def test_crd_reference_is_generated_from_the_current_crd() -> None:
     result = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "gen-crd-reference"), "--check"],
