@@ -214,6 +214,52 @@ def test_every_kept_report_is_whole_and_cited() -> None:
         assert f"reports/{run.name}/report.md" in performance, f"nothing cites {rel(run)}"
 
 
+VALUES = yaml.safe_load((ROOT / "charts" / "airflow-asset-sync" / "values.yaml").read_text())
+#: Chart values the docs name wrongly, in text this suite does not own, each with where the
+#: fix belongs. `test_known_wrong_chart_values_are_still_wrong` makes the list shrink.
+KNOWN_WRONG_VALUES = {
+    # The WorkerImageUnset hint (controller/hints.py, rendered into the README's reasons
+    # table by scripts/gen-troubleshooting) says "the chart's worker.image"; the chart's
+    # value is `workerImage` (values.yaml, templates/_helpers.tpl "aas.workerImage").
+    "worker.image",
+}
+
+
+def chart_values(text: str) -> Iterator[str]:
+    """Chart values a page names: `--set KEY=`, "the chart's KEY", and code spans that are a
+    dotted path starting at one of values.yaml's top-level keys (`metrics.podMonitor.enabled`)."""
+    yield from re.findall(r"--set '?([\w.]+)=", text)
+    yield from re.findall(r"the chart's ([a-z][\w]*(?:\.\w+)+)", text)
+    for span in INLINE.findall(FENCE.sub("", text)):
+        found = re.fullmatch(r"([a-zA-Z]\w*(?:\.\w+)*)(?:=\S*)?", span)
+        if found and found.group(1).split(".")[0] in VALUES:
+            yield found.group(1)
+
+
+def in_values(path: str) -> bool:
+    node: object = VALUES
+    for key in path.split("."):
+        if not isinstance(node, dict) or key not in node:
+            return False
+        node = node[key]
+    return True
+
+
+@pytest.mark.parametrize("page", WRITTEN, ids=rel)
+def test_chart_values_the_docs_name_exist(page: Path) -> None:
+    named = set(chart_values(page.read_text())) - KNOWN_WRONG_VALUES
+    assert sorted(v for v in named if not in_values(v)) == [], f"{rel(page)}: not in values.yaml"
+
+
+def test_known_wrong_chart_values_are_still_wrong() -> None:
+    """When the text is fixed (or values.yaml gains the key), drop it from the list."""
+    named = {v for page in WRITTEN for v in chart_values(page.read_text())}
+    assert {v for v in KNOWN_WRONG_VALUES if v in named and not in_values(v)} == (
+        KNOWN_WRONG_VALUES
+    )
+    assert in_values("metrics.prometheusRule.notReady.enabled")  # the walk finds nested keys
+
+
 def test_crd_reference_is_generated_from_the_current_crd() -> None:
     result = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "gen-crd-reference"), "--check"],
