@@ -217,12 +217,7 @@ def test_every_kept_report_is_whole_and_cited() -> None:
 VALUES = yaml.safe_load((ROOT / "charts" / "airflow-asset-sync" / "values.yaml").read_text())
 #: Chart values the docs name wrongly, in text this suite does not own, each with where the
 #: fix belongs. `test_known_wrong_chart_values_are_still_wrong` makes the list shrink.
-KNOWN_WRONG_VALUES = {
-    # The WorkerImageUnset hint (controller/hints.py, rendered into the README's reasons
-    # table by scripts/gen-troubleshooting) says "the chart's worker.image"; the chart's
-    # value is `workerImage` (values.yaml, templates/_helpers.tpl "aas.workerImage").
-    "worker.image",
-}
+KNOWN_WRONG_VALUES: set[str] = set()
 
 
 def chart_values(text: str) -> Iterator[str]:

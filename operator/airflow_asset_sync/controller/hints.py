@@ -28,7 +28,7 @@ HINTS: dict[str, Hint] = {
     ),
     "WorkerImageUnset": Hint(
         "no worker image is configured",
-        "set spec.worker.image, or the chart's worker.image (AAS_WORKER_IMAGE)",
+        "set spec.worker.image, or the chart's workerImage value (AAS_WORKER_IMAGE)",
     ),
     "SecretNotFound": Hint(
         "a Secret the spec names does not exist in the sync's namespace",

@@ -50,7 +50,6 @@ from airflow_asset_sync.api.spec import AssetFilter, StartFrom, SyncSpec
 from airflow_asset_sync.api.status import Checkpoint, SourceGap, SourceStatus
 from airflow_asset_sync.api.transport import Publisher
 from airflow_asset_sync.clients.airflow.base import BadResponse, InvalidRow
-from airflow_asset_sync.worker import redelivery
 from airflow_asset_sync.worker.backoff import BackoffPolicy
 from airflow_asset_sync.worker.clock import Clock, sleep_or_stop, sleep_or_wake
 from airflow_asset_sync.worker.cursor import (
@@ -65,6 +64,7 @@ from airflow_asset_sync.worker.filters import EventFilter
 from airflow_asset_sync.worker.health import Health
 from airflow_asset_sync.worker.metrics import WorkerMetrics
 from airflow_asset_sync.worker.offsets import OffsetStore
+from airflow_asset_sync.worker.redelivery import COMMIT_BATCH
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ InvalidKey = tuple[str, object]
 #: Most envelopes per publish by default; the checkpoint is saved after each. The replayers'
 #: default `commit_batch`, their window of deliveries checked against the target after a
 #: restart (see `redelivery`).
-MAX_PUBLISH = redelivery.COMMIT_BATCH
+MAX_PUBLISH = COMMIT_BATCH
 
 #: Back-off after a failed poll (source down, publish failed).
 POLL_ERROR_BACKOFF = BackoffPolicy(initial=1.0, maximum=60.0)

@@ -86,13 +86,13 @@ from airflow_asset_sync.clients.airflow.base import (
     BadRequest,
     EventQuery,
 )
-from airflow_asset_sync.worker import redelivery
 from airflow_asset_sync.worker.backoff import Backoff, BackoffPolicy
 from airflow_asset_sync.worker.clock import Clock, sleep_or_stop
 from airflow_asset_sync.worker.failures import FailureReport
 from airflow_asset_sync.worker.lease import WriteFence
 from airflow_asset_sync.worker.metrics import AssetLag, WorkerMetrics
 from airflow_asset_sync.worker.parking import ParkingLimits, ParkingLot, key_of, to_envelope
+from airflow_asset_sync.worker.redelivery import COMMIT_BATCH
 from airflow_asset_sync.worker.replay_dedup import ReplayMarkers
 
 log = logging.getLogger(__name__)
@@ -120,7 +120,7 @@ COMMIT_ATTEMPTS = 3
 class ReplayerOptions:
     #: Largest batch fetched, and so the most deliveries ever uncommitted; also the suspect
     #: window after a start, which every publish must fit (`redelivery`).
-    commit_batch: int = redelivery.COMMIT_BATCH
+    commit_batch: int = COMMIT_BATCH
     #: POSTs in flight to this target. One: Airflow 3.3.2 on SQLite does 30-70 POSTs/s one
     #: at a time, but with 2 in flight its writers wait on each other's database lock until
     #: SQLite's 5 s busy timeout and about a quarter answer HTTP 500 (measured by the
