@@ -3,6 +3,8 @@
 Each server runs in its own process group with its output in a log file. `stop()` sends
 SIGTERM to the group, waits, then SIGKILLs; `ProcessRegistry.stop_all()` runs from the
 session fixture's finaliser and from an `atexit` hook, so Ctrl-C and failures clean up too.
+SIGTERM (`timeout`, a CI runner cancelling the job) is turned into a KeyboardInterrupt, since
+the default SIGTERM action exits without finalisers or `atexit` and leaves every server running.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -148,5 +151,16 @@ class ProcessRegistry:
                 server.stop(timeout_s=10)
 
 
+def _interrupt_on_sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 REGISTRY = ProcessRegistry()
 atexit.register(REGISTRY.stop_all)
+if (
+    threading.current_thread() is threading.main_thread()
+    and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+):
+    # Only where nobody chose a handler (pytest, the bench, the demo); signal() may only be
+    # called from the main thread, which is where these modules are first imported.
+    signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
