@@ -331,6 +331,82 @@ class AssetFilter(Model):
     source_dag_ids: list[str] = []
 
 
+#: Placeholders an asset template of `dagRuns` may use, and what each stands for.
+RUN_PLACEHOLDERS = ("instance", "dag_id", "run_id", "task_id", "map_index")
+_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+#: The states a completion selector may ask for: the end states of a run or a task.
+RunState = Literal["success", "failed"]
+
+
+def template_placeholders(template: str) -> list[str]:
+    """The placeholder names in `template`; ValueError for unknown ones or stray braces."""
+    names = _PLACEHOLDER.findall(template)
+    unknown = sorted({n for n in names if n not in RUN_PLACEHOLDERS})
+    if unknown:
+        allowed = ", ".join("{" + n + "}" for n in RUN_PLACEHOLDERS)
+        raise ValueError(
+            f"unknown placeholder(s) {', '.join('{' + n + '}' for n in unknown)}; "
+            f"allowed: {allowed}"
+        )
+    if "{" in _PLACEHOLDER.sub("", template) or "}" in _PLACEHOLDER.sub("", template):
+        raise ValueError("has an unmatched '{' or '}'")
+    return names
+
+
+class DagRunSelector(Model):
+    """`spec.dagRuns[]`: completions of source DAG runs (or of one task) published as events.
+
+    Why as asset events: a DAG in a target instance then waits for a DAG (or a task) of the
+    source the way it waits for any asset, with no sensor and no cross-instance database
+    access. Each completion that matches (`dagId` glob, `taskId` when set, a state in
+    `states`) becomes one event of the asset `asset` (a template) and travels the same topic,
+    replayer, marker and exactly-once path as asset events. The target must know the asset:
+    its consumer DAG, scheduled on it, creates it (until then the events are parked).
+    """
+
+    dag_id: Annotated[str, Field(min_length=1, max_length=250)]
+    task_id: Annotated[str | None, Field(min_length=1, max_length=250)] = None
+    states: Annotated[list[RunState], Field(min_length=1, max_length=2)] = ["success"]
+    asset: Annotated[str, Field(min_length=1, max_length=1500)]
+
+    @field_validator("asset")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        try:
+            template_placeholders(value)
+        except ValueError as exc:
+            raise ValueError(f"asset template {value!r}: {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _task_placeholders(self) -> Self:
+        names = template_placeholders(self.asset)
+        if self.task_id is None and {"task_id", "map_index"} & set(names):
+            raise ValueError(
+                "asset: {task_id} and {map_index} need taskId (a DAG-run selector has no task)"
+            )
+        return self
+
+    def asset_uri(
+        self,
+        *,
+        instance: str,
+        dag_id: str,
+        run_id: str,
+        task_id: str | None = None,
+        map_index: int | None = None,
+    ) -> str:
+        """The asset URI of one completion: the template with its placeholders filled in."""
+        values = {
+            "instance": instance,
+            "dag_id": dag_id,
+            "run_id": run_id,
+            "task_id": task_id or "",
+            "map_index": "" if map_index is None else str(map_index),
+        }
+        return _PLACEHOLDER.sub(lambda m: values[m.group(1)], self.asset)
+
+
 class KafkaSasl(Model):
     """SASL credentials for Kafka, by Secret reference."""
 
@@ -419,6 +495,7 @@ class SyncSpec(Model):
     suspend: bool = False
     worker: Worker | None = None
     replay: Replay | None = None
+    dag_runs: Annotated[list[DagRunSelector], Field(max_length=50)] = []
 
     @field_validator("start_from")
     @classmethod

@@ -102,6 +102,21 @@ class SourceGap(StatusModel):
     message: str
 
 
+class RunsStatus(StatusModel):
+    """Progress reading DAG-run and task completions (`spec.dagRuns`), by the worker.
+
+    A cursor of its own, in the same shape as the events' (`Checkpoint`): the time is a
+    completion's ``end_date`` and the ids are completion ids (`worker.runs.ids`), so a
+    restart resumes from here and neither loses nor repeats a completion.
+    """
+
+    checkpoint: Checkpoint = Field(default_factory=Checkpoint)
+    last_poll_time: datetime | None = None
+    #: Completions published as asset events, in all.
+    published: int = 0
+    last_error: str | None = None
+
+
 class SourceStatus(StatusModel):
     checkpoint: Checkpoint = Field(default_factory=Checkpoint)
     api_version: Literal["v1", "v2"] | None = None
@@ -117,6 +132,8 @@ class SourceStatus(StatusModel):
     last_gap: SourceGap | None = None
     last_error: str | None = None
     failure: Failure | None = None
+    #: Set once `spec.dagRuns` has selectors (None: completions are not read).
+    runs: RunsStatus | None = None
 
 
 class ParkedEvent(StatusModel):

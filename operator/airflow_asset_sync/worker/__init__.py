@@ -6,6 +6,7 @@ protocols in `api.transport`, `offsets` and `clients.airflow.base`):
 - `cursor`: read "new since the checkpoint" from Airflow 2.x or 3.x; `next_checkpoint`.
 - `filters`: `spec.assets` include/exclude/sourceDagIds.
 - `poller`: cursor -> loop prevention -> filters -> publish -> checkpoint.
+- `runs`: finished DAG runs and tasks (`spec.dagRuns`) as events, polled beside `poller`.
 - `replayer`: one per target: deliveries -> target Airflow -> commit, with dedup.
 - `parking`: events of assets the target does not know yet, kept per asset in the status.
 - `channel`: the in-process transport for standalone mode.

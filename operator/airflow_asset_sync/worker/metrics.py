@@ -28,9 +28,13 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from airflow_asset_sync.api.events import Envelope
 from airflow_asset_sync.clients.airflow.base import (
     AirflowClient,
+    Completion,
+    CompletionPage,
+    CompletionQuery,
     EventPage,
     EventQuery,
     PostedEvent,
+    RunSource,
 )
 from airflow_asset_sync.worker.health import Health
 
@@ -68,6 +72,18 @@ class WorkerMetrics:
         )
         self.events_published = Counter(
             f"{PREFIX}_events_published", "Source events published to the transport", registry=r
+        )
+        self.completions_published = Counter(
+            f"{PREFIX}_completions_published",
+            "DAG-run and task completions (spec.dagRuns) published as asset events, by kind"
+            " (dag_run, task)",
+            ["kind"],
+            registry=r,
+        )
+        self.completion_poll_errors = Counter(
+            f"{PREFIX}_completion_poll_errors",
+            "Failed reads of the source's completed DAG runs and task instances (spec.dagRuns)",
+            registry=r,
         )
         self.events_filtered = Counter(
             f"{PREFIX}_events_filtered",
@@ -274,7 +290,15 @@ class AssetLag:
         self._shown = set(shown)
 
 
-Method = Literal["list_events", "post_event", "asset_exists", "queued_consumers"]
+Method = Literal[
+    "list_events",
+    "post_event",
+    "asset_exists",
+    "queued_consumers",
+    "list_dag_runs",
+    "list_task_instances",
+    "dag_run",
+]
 
 
 class InstrumentedClient:
@@ -322,6 +346,24 @@ class InstrumentedClient:
     async def queued_consumers(self, uri: str) -> int:
         with self._timed("queued_consumers"):
             return await self._inner.queued_consumers(uri)
+
+    def _runs(self) -> RunSource:
+        inner = self._inner
+        if not isinstance(inner, RunSource):
+            raise TypeError(f"{type(inner).__name__} cannot list DAG runs (spec.dagRuns)")
+        return inner
+
+    async def list_dag_runs(self, query: CompletionQuery) -> CompletionPage:
+        with self._timed("list_dag_runs"):
+            return await self._runs().list_dag_runs(query)
+
+    async def list_task_instances(self, query: CompletionQuery) -> CompletionPage:
+        with self._timed("list_task_instances"):
+            return await self._runs().list_task_instances(query)
+
+    async def dag_run(self, dag_id: str, run_id: str) -> Completion | None:
+        with self._timed("dag_run"):
+            return await self._runs().dag_run(dag_id, run_id)
 
     async def aclose(self) -> None:
         await self._inner.aclose()

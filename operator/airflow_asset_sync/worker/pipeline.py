@@ -41,7 +41,7 @@ from typing import Any
 from airflow_asset_sync.api.spec import Endpoint, SyncSpec, Target
 from airflow_asset_sync.api.status import SourceStatus, TargetStatus, WorkerStatus
 from airflow_asset_sync.api.transport import Publisher, Subscription
-from airflow_asset_sync.clients.airflow.base import AirflowClient
+from airflow_asset_sync.clients.airflow.base import AirflowClient, RunSource
 from airflow_asset_sync.worker.backoff import BackoffPolicy
 from airflow_asset_sync.worker.clock import Clock, SystemClock, sleep_or_stop
 from airflow_asset_sync.worker.cursor import DEFAULT_OVERLAP, make_cursor
@@ -56,6 +56,8 @@ from airflow_asset_sync.worker.poller import Poller, PollPace, PollSettings
 from airflow_asset_sync.worker.redelivery import check_publish_bound
 from airflow_asset_sync.worker.replay import ReplayRun, abandoned, due
 from airflow_asset_sync.worker.replayer import Replayer, ReplayerOptions
+from airflow_asset_sync.worker.runs.cursor import CompletionCursor
+from airflow_asset_sync.worker.runs.poller import CompletionPoller, CompletionSettings
 
 log = logging.getLogger(__name__)
 
@@ -298,6 +300,7 @@ class SyncWorker:
         clients.append(client)
         status.api_version = client.api_version
         status.last_error = None
+        gate = asyncio.Lock()
         poller = Poller(
             settings=PollSettings.from_spec(
                 spec,
@@ -315,14 +318,45 @@ class SyncWorker:
             metrics=self.metrics,
             health=self.health,
             wake=self._wake,
+            gate=gate,
         )
         log.info("polling the source", extra={**self._log_extra, "api": client.api_version})
+        # Side by side: the live stream goes on while history is re-read (`replay`), and
+        # finished DAG runs are read beside the events (`spec.dagRuns`).
+        side = [poller.run(stop)]
         replay = self._replay_run(client)
-        if replay is None:
-            await poller.run(stop)
-        else:
-            # Side by side: the live stream goes on while history is re-read (`replay`).
-            await asyncio.gather(poller.run(stop), replay.run(stop))
+        if replay is not None:
+            side.append(replay.run(stop))
+        if spec.dag_runs:
+            side.append(self._completions(client, status, gate).run(stop))
+        await asyncio.gather(*side)
+
+    def _completions(
+        self, client: AirflowClient, status: SourceStatus, gate: asyncio.Lock
+    ) -> CompletionPoller:
+        """The poller of `spec.dagRuns`, sharing the events poller's publish `gate`."""
+        spec, options = self._spec, self._options
+        if not isinstance(client, RunSource):
+            raise TypeError(f"{type(client).__name__} cannot list DAG runs (spec.dagRuns)")
+        return CompletionPoller(
+            settings=CompletionSettings(
+                sync=self._sync,
+                origin=spec.source.identity,
+                poll_interval_s=spec.poll_interval_seconds,
+                start_from=spec.start,
+                overlap=options.overlap,
+                max_publish=options.publish_bound,
+            ),
+            cursor=CompletionCursor(
+                client, spec.dag_runs, instance=spec.source.identity, overlap=options.overlap
+            ),
+            publisher=self._publisher,
+            store=self._store,
+            status=status,
+            clock=self._clock,
+            metrics=self.metrics,
+            gate=gate,
+        )
 
     def _replay_run(self, client: AirflowClient) -> ReplayRun | None:
         """The replay `spec.replay` asks for, if it is due (`replay.due`)."""

@@ -242,8 +242,12 @@ class Poller:
         metrics: WorkerMetrics,
         health: Health | None = None,
         wake: asyncio.Event | None = None,
+        gate: asyncio.Lock | None = None,
     ) -> None:
         self._settings = settings
+        #: Held from a publish to its checkpoint; shared with the completions poller
+        #: (`runs.poller`), so the worker never holds two publishes not yet checkpointed.
+        self._gate = gate if gate is not None else asyncio.Lock()
         self._cursor = cursor
         self._publisher = publisher
         self._store = store
@@ -359,23 +363,24 @@ class Poller:
                 )
             if len(chunk) < self._settings.max_publish and index < len(candidates) - 1:
                 continue
-            if chunk:
-                await self._publisher.publish(chunk)
-            # Published: only now may the checkpoint move past these events.
-            handled = candidates[start : index + 1]
-            self._count(handled, chunk, **counts)
-            published += len(chunk)
-            filtered += counts["filtered"]
-            looped += counts["looped"]
-            already += counts["already"]
-            await self._advance(
-                next_checkpoint(
-                    previous,
-                    batch=batch,
-                    handled=candidates[: index + 1],
-                    overlap=self._settings.overlap,
+            async with self._gate:  # publish to checkpoint: one unsaved publish per worker
+                if chunk:
+                    await self._publisher.publish(chunk)
+                # Published: only now may the checkpoint move past these events.
+                handled = candidates[start : index + 1]
+                self._count(handled, chunk, **counts)
+                published += len(chunk)
+                filtered += counts["filtered"]
+                looped += counts["looped"]
+                already += counts["already"]
+                await self._advance(
+                    next_checkpoint(
+                        previous,
+                        batch=batch,
+                        handled=candidates[: index + 1],
+                        overlap=self._settings.overlap,
+                    )
                 )
-            )
             chunk = []
             counts = dict.fromkeys(counts, 0)
             start = index + 1

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from airflow_asset_sync.api.errors import ServiceError
 from airflow_asset_sync.api.events import SourceEvent
@@ -165,3 +165,64 @@ class AirflowClient(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+# -- finished DAG runs and task instances (`spec.dagRuns`; implemented in `runs`) ---------
+
+
+#: The two completion listings: finished DAG runs, finished task instances.
+Listing = Literal["dag_runs", "task_instances"]
+
+
+@dataclass(frozen=True)
+class CompletionQuery:
+    """One page of a completions listing: finished at or after `end_date_gte`, in `states`."""
+
+    states: tuple[str, ...]
+    end_date_gte: datetime | None = None
+    limit: int = 100
+    offset: int = 0
+    #: Newest end first (``order_by=-end_date``); not for 2.x task instances (no ordering).
+    descending: bool = False
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A finished DAG run (``task_id`` None) or task instance, as the source reported it."""
+
+    dag_id: str
+    run_id: str
+    state: str
+    end_date: datetime
+    logical_date: datetime | None = None
+    #: The run's ``conf``; None on task rows (the task listing does not carry it).
+    conf: dict[str, Any] | None = None
+    task_id: str | None = None
+    map_index: int | None = None
+
+
+@dataclass(frozen=True)
+class CompletionPage:
+    rows: list[Completion]
+    total_entries: int | None
+    #: Rows that failed validation: what was wrong, never the row's values.
+    invalid: list[str] = field(default_factory=list)
+
+
+@runtime_checkable
+class RunSource(Protocol):
+    """What the completions cursor needs from a source client (both versions have it)."""
+
+    @property
+    def api_version(self) -> Literal["v1", "v2"]: ...
+
+    @property
+    def page_limit(self) -> int: ...
+
+    async def list_dag_runs(self, query: CompletionQuery) -> CompletionPage: ...
+
+    async def list_task_instances(self, query: CompletionQuery) -> CompletionPage: ...
+
+    async def dag_run(self, dag_id: str, run_id: str) -> Completion | None:
+        """One run (with its ``conf``), or None if it does not exist (any more)."""
+        ...

@@ -1,15 +1,18 @@
 """What the 2.x and 3.x clients share: owning an `AirflowHttp` and its lifecycle.
 
 The two API versions differ in paths, parameters and payloads (each in its own module);
-construction, introspection and closing are the same and live here once.
+construction, introspection and closing are the same and live here once, and so do the
+completion listings of `spec.dagRuns` (`runs`: one shape in both versions, by prefix).
 """
 
 from __future__ import annotations
 
 from types import TracebackType
-from typing import Self
+from typing import Literal, Self
 
+from airflow_asset_sync.clients.airflow.base import Completion, CompletionPage, CompletionQuery
 from airflow_asset_sync.clients.airflow.http import AirflowHttp
+from airflow_asset_sync.clients.airflow.runs import get_dag_run, list_completions
 
 
 class ClientBase:
@@ -38,8 +41,24 @@ class ClientBase:
         name = type(self).__name__
         return f"{name}(url={self._http.url!r}, server_version={self._server_version!r})"
 
+    @property
+    def api_version(self) -> Literal["v1", "v2"]:
+        raise NotImplementedError
+
     async def aclose(self) -> None:
         await self._http.aclose()
+
+    async def list_dag_runs(self, query: CompletionQuery) -> CompletionPage:
+        """Finished DAG runs, oldest end first (`runs.list_completions`)."""
+        return await list_completions(self._http, self.api_version, "dag_runs", query)
+
+    async def list_task_instances(self, query: CompletionQuery) -> CompletionPage:
+        """Finished task instances (`runs.list_completions`; unordered in 2.x)."""
+        return await list_completions(self._http, self.api_version, "task_instances", query)
+
+    async def dag_run(self, dag_id: str, run_id: str) -> Completion | None:
+        """One finished run with its ``conf`` (`runs.get_dag_run`)."""
+        return await get_dag_run(self._http, self.api_version, dag_id, run_id)
 
     async def __aenter__(self) -> Self:
         return self

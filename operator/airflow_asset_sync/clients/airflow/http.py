@@ -38,7 +38,7 @@ import random
 import re
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -68,7 +68,8 @@ AuthKind = Literal["none", "basic", "password", "token"]
 ApiKind = Literal["v1", "v2"]
 Sleep = Callable[[float], Awaitable[None]]
 Clock = Callable[[], float]
-Params = Mapping[str, str | int]
+#: Query parameters; a sequence is sent as the parameter repeated (``state=a&state=b``).
+Params = Mapping[str, str | int | Sequence[str]]
 
 #: The auth manager's token endpoint, relative to the instance URL (Airflow 3.x).
 TOKEN_PATH = "/auth/token"
