@@ -10,28 +10,33 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
 from datetime import timedelta
 from typing import Any, Literal
 
 import pytest
 from pydantic import ValidationError
 
-from airflow_asset_sync.api.events import SourceEvent
-from airflow_asset_sync.api.spec import DagRunSelector, SyncSpec
+from airflow_asset_sync.api.events import Marker, SourceEvent
+from airflow_asset_sync.api.spec import DagRunSelector, Endpoint, SyncSpec
 from airflow_asset_sync.api.status import SourceStatus
 from airflow_asset_sync.clients.airflow.base import (
+    AirflowClient,
     Completion,
     CompletionPage,
     CompletionQuery,
     RunSource,
     Unavailable,
 )
+from airflow_asset_sync.worker.channel import InProcessChannel
 from airflow_asset_sync.worker.metrics import WorkerMetrics
+from airflow_asset_sync.worker.offsets import FileOffsetStore
+from airflow_asset_sync.worker.pipeline import SyncWorker
 from airflow_asset_sync.worker.runs.cursor import CompletionCursor
 from airflow_asset_sync.worker.runs.ids import completion_event, completion_id, matches
 from airflow_asset_sync.worker.runs.poller import CompletionPoller, CompletionSettings
 
-from .fakes import T0, FakeClock, FakePublisher, MemoryStore
+from .fakes import T0, FakeAirflow, FakeClient, FakeClock, FakePublisher, MemoryStore
 
 Version = Literal["v1", "v2"]
 INSTANCE = "legacy"
@@ -402,3 +407,100 @@ async def test_publish_and_checkpoint_happen_under_the_shared_gate() -> None:
 def test_status_without_selectors_has_no_runs_entry() -> None:
     assert "runs" not in SourceStatus().to_patch()
     assert SourceStatus().to_merge_patch()["runs"] is None
+
+
+# -- the whole worker ----------------------------------------------------------------------
+
+
+class RunsClient(FakeClient):
+    """A source client that lists asset events (`FakeAirflow`) and completions (`FakeRuns`)."""
+
+    def __init__(self, server: FakeAirflow, runs: FakeRuns) -> None:
+        super().__init__(server)
+        self.runs = runs
+
+    async def list_dag_runs(self, query: CompletionQuery) -> CompletionPage:
+        return await self.runs.list_dag_runs(query)
+
+    async def list_task_instances(self, query: CompletionQuery) -> CompletionPage:
+        return await self.runs.list_task_instances(query)
+
+    async def dag_run(self, dag_id: str, run_id: str) -> Completion | None:
+        return await self.runs.dag_run(dag_id, run_id)
+
+
+async def test_the_worker_writes_completions_into_the_target_once_across_a_restart(
+    tmp_path: Path,
+) -> None:
+    source, target = FakeAirflow(api_version="v2"), FakeAirflow(api_version="v1")
+    runs = FakeRuns("v2")
+    uri = "x-dagrun://team-a/orders_daily"
+    target.add_asset(uri)  # the consumer DAG in the target made it
+    target.add_asset("s3://data/x")
+    clock = FakeClock()
+
+    async def factory(endpoint: Endpoint) -> AirflowClient:
+        if endpoint.url == "http://a:8080":
+            return RunsClient(source, runs)
+        return target.client()
+
+    sync_spec = SyncSpec.model_validate(
+        {
+            "source": {"url": "http://a:8080"},
+            "targets": [{"name": "b", "url": "http://b:8080"}],
+            "startFrom": "earliest",
+            "dagRuns": [{"dagId": "orders_*", "asset": "x-dagrun://team-a/{dag_id}"}],
+        }
+    )
+    store = FileOffsetStore(tmp_path / "offsets.json")
+
+    def worker() -> SyncWorker:
+        names = ["b"]
+        channel = InProcessChannel(targets=names)
+        return SyncWorker(
+            spec=sync_spec,
+            sync="team/sync",
+            client_factory=factory,
+            publisher=channel,
+            subscriptions={n: channel.subscription(n) for n in names},
+            store=store,
+            clock=clock,
+        )
+
+    def ours() -> list[Marker]:
+        found = [Marker.from_extra(e.extra) for e in target.events_of(uri)]
+        return [m for m in found if m is not None]
+
+    async def until(condition: Any, what: str) -> None:
+        for _ in range(200):
+            if condition():
+                return
+            await clock.advance(0.5)
+        raise AssertionError(f"never: {what}")
+
+    first = worker()
+    task = asyncio.create_task(first.run())
+    runs.finish("orders_daily", "r1", 1, conf={"day": 1})
+    source.emit("s3://data/x")  # asset events flow beside the completions
+    await until(lambda: len(ours()) == 1 and len(target.events_of("s3://data/x")) == 1, "r1")
+    await first.stop()
+    await task
+
+    runs.finish("orders_daily", "r2", 2)
+    second = worker()
+    task = asyncio.create_task(second.run())
+    await until(lambda: len(ours()) == 2, "r2 after the restart")
+    for _ in range(6):  # more polls over the same window
+        await clock.advance(1.0)
+    await second.stop()
+    await task
+
+    assert [e.extra["run_id"] for e in target.events_of(uri)] == ["r1", "r2"]
+    assert target.events_of(uri)[0].extra["conf"] == {"day": 1}
+    assert all(m.event_id < 0 and m.origin == "http://a:8080" for m in ours())
+    saved = await FileOffsetStore(tmp_path / "offsets.json").load()
+    assert saved.source.runs is not None
+    assert saved.source.runs.published == 2
+    assert saved.source.runs.checkpoint.initialized
+    assert saved.source.events_published == 1
+    assert second.metrics.value("aas_completions_published_total", {"kind": "dag_run"}) == 1
