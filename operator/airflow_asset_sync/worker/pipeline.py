@@ -498,10 +498,7 @@ class SyncWorker:
             return False
         new_poll = current["source"].get("last_poll_time")
         old_poll = saved["source"].get("last_poll_time")
-        same_otherwise = {**current, "source": {**current["source"], "last_poll_time": None}} == {
-            **saved,
-            "source": {**saved["source"], "last_poll_time": None},
-        }
+        same_otherwise = _without_poll_times(current) == _without_poll_times(saved)
         if not same_otherwise or new_poll is None or old_poll is None:
             return True
         age = datetime.fromisoformat(new_poll) - datetime.fromisoformat(old_poll)
@@ -538,6 +535,15 @@ def replayer_options(base: ReplayerOptions, target: Target, *, targets: int) -> 
         max_age=target.parking.max_age_delta,
     )
     return replace(base, parking=limits)
+
+
+def _without_poll_times(status: dict[str, Any]) -> dict[str, Any]:
+    """`status` with the poll times blanked: the events' and the completions' (`runs`),
+    which alone are refreshed only every `poll_time_refresh`."""
+    source = {**status["source"], "last_poll_time": None}
+    if isinstance(source.get("runs"), dict):
+        source["runs"] = {**source["runs"], "last_poll_time": None}
+    return {**status, "source": source}
 
 
 async def _wait_all(tasks: list[asyncio.Task[None]], seconds: float) -> bool:

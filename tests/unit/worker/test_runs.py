@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import replace
-from pathlib import Path
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, Literal
 
 import pytest

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from airflow_asset_sync.api.status import SourceStatus, TargetStatus, WorkerStatus
+from airflow_asset_sync.api.status import RunsStatus, SourceStatus, TargetStatus, WorkerStatus
 from airflow_asset_sync.worker.pipeline import SyncWorker, WorkerOptions
 
 from .fakes import FakeAirflow, MemoryStore
@@ -83,6 +83,20 @@ async def test_last_poll_time_alone_is_refreshed_only_now_and_then() -> None:
     status.source.last_poll_time = T0 + timedelta(seconds=310)
     await worker.flush()
     assert len(store.source_saves) == 1  # measured from the last write
+
+
+async def test_the_completions_poll_time_alone_is_not_worth_a_write() -> None:
+    store = MemoryStore()
+    worker = _worker(store, poll_time_refresh=300.0)
+    status = _loaded(worker)
+    status.source.runs = RunsStatus(last_poll_time=T0)
+    worker._saved = status.model_dump(mode="json")
+    status.source.runs.last_poll_time = T0 + timedelta(seconds=10)  # spec.dagRuns polls
+    await worker.flush()
+    assert store.source_saves == []  # an idle sync with dagRuns does not patch every 10 s
+    status.source.runs.published = 1
+    await worker.flush()
+    assert len(store.source_saves) == 1
 
 
 async def test_a_failed_flush_is_retried_at_the_next_one() -> None:
