@@ -42,7 +42,7 @@ from airflow_asset_sync.clients.airflow.base import (
     Listing,
     RunSource,
 )
-from airflow_asset_sync.worker.cursor import checkpoint as window
+from airflow_asset_sync.worker.cursor.checkpoint import DEFAULT_OVERLAP, lower_bound, select
 from airflow_asset_sync.worker.cursor.protocol import Batch
 from airflow_asset_sync.worker.runs.ids import completion_event, matches
 
@@ -65,7 +65,7 @@ class CompletionCursor:
         selectors: Sequence[DagRunSelector],
         *,
         instance: str,
-        overlap: timedelta = window.DEFAULT_OVERLAP,
+        overlap: timedelta = DEFAULT_OVERLAP,
         max_batch: int = DEFAULT_MAX_BATCH,
     ) -> None:
         self._client = client
@@ -83,7 +83,7 @@ class CompletionCursor:
         return tuple(sorted({state for s in selectors for state in s.states}))
 
     async def read(self, checkpoint: Checkpoint) -> Batch:
-        lower = window.lower_bound(checkpoint, self._overlap)
+        lower = lower_bound(checkpoint, self._overlap)
         rows: list[Completion] = []
         cuts: list[datetime] = []
         listings: list[tuple[Listing, list[DagRunSelector]]] = [
@@ -101,7 +101,7 @@ class CompletionCursor:
         if cut is not None:
             rows = [r for r in rows if r.end_date <= cut]
         events = await self._events(rows)
-        new, reread = window.select(events, checkpoint, lower)
+        new, reread = select(events, checkpoint, lower)
         return Batch(events=new, reread=reread, more=cut is not None)
 
     async def _walk(
