@@ -314,7 +314,9 @@ class Poller:
 
     async def _initialize(self) -> None:
         if self._published_keys is None:
-            self._published_keys = set(await self._publisher.published_keys(self._settings.origin))
+            keys = await self._publisher.published_keys(self._settings.origin)
+            # Negative ids are completions (`runs.ids`), the completions poller's to skip.
+            self._published_keys = {k for k in keys if k >= 0}
             if self._published_keys:
                 log.info(
                     "transport already holds events of this origin; they will not be re-sent",
