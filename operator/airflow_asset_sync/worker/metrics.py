@@ -28,7 +28,6 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from airflow_asset_sync.api.events import Envelope
 from airflow_asset_sync.clients.airflow.base import (
     AirflowClient,
-    Completion,
     CompletionPage,
     CompletionQuery,
     EventPage,
@@ -297,7 +296,7 @@ Method = Literal[
     "queued_consumers",
     "list_dag_runs",
     "list_task_instances",
-    "dag_run",
+    "dag_run_conf",
 ]
 
 
@@ -361,9 +360,9 @@ class InstrumentedClient:
         with self._timed("list_task_instances"):
             return await self._runs().list_task_instances(query)
 
-    async def dag_run(self, dag_id: str, run_id: str) -> Completion | None:
-        with self._timed("dag_run"):
-            return await self._runs().dag_run(dag_id, run_id)
+    async def dag_run_conf(self, dag_id: str, run_id: str) -> dict[str, Any] | None:
+        with self._timed("dag_run_conf"):
+            return await self._runs().dag_run_conf(dag_id, run_id)
 
     async def aclose(self) -> None:
         await self._inner.aclose()

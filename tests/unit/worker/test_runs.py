@@ -57,6 +57,8 @@ class FakeRuns:
         self.runs: list[Completion] = []
         self.tasks: list[Completion] = []
         self.run_lookups = 0
+        #: Runs not finished yet (not listed): their tasks may have ended already.
+        self.running: list[Completion] = []
         self.failures: list[Exception] = []
 
     def finish(
@@ -106,11 +108,11 @@ class FakeRuns:
     async def list_task_instances(self, query: CompletionQuery) -> CompletionPage:
         return self._page(self.tasks, query, ordered=self.api_version == "v2")
 
-    async def dag_run(self, dag_id: str, run_id: str) -> Completion | None:
+    async def dag_run_conf(self, dag_id: str, run_id: str) -> dict[str, Any] | None:
         self.run_lookups += 1
-        for run in self.runs:
+        for run in [*self.runs, *self.running]:
             if (run.dag_id, run.run_id) == (dag_id, run_id):
-                return run
+                return run.conf
         return None
 
 
@@ -341,6 +343,22 @@ async def test_task_completions_carry_their_runs_conf_looked_up_once(version: Ve
     assert source.run_lookups == 1
 
 
+async def test_a_task_that_ends_before_its_run_still_carries_the_runs_conf() -> None:
+    source = FakeRuns("v2")
+    rig = Rig(source, [sel(taskId="load", asset="x://{dag_id}/{task_id}")])
+    run = Completion(
+        dag_id="orders_daily",
+        run_id="r1",
+        state="running",
+        end_date=T0,  # unused: a running run is not listed
+        conf={"day": 2},
+    )
+    source.running.append(run)  # found on 3.3: the task's end is read while its run runs
+    source.finish("orders_daily", "r1", 1, task_id="load")
+    await rig.poller.poll_once()
+    assert [e.extra["conf"] for e in rig.published] == [{"day": 2}]
+
+
 async def test_a_backlog_is_read_in_bounded_batches_and_published_in_order() -> None:
     source = FakeRuns(page_limit=10)
     rig = Rig(source, [sel(), sel("orders_daily", taskId="t", asset="x://t")], max_batch=25)
@@ -425,8 +443,8 @@ class RunsClient(FakeClient):
     async def list_task_instances(self, query: CompletionQuery) -> CompletionPage:
         return await self.runs.list_task_instances(query)
 
-    async def dag_run(self, dag_id: str, run_id: str) -> Completion | None:
-        return await self.runs.dag_run(dag_id, run_id)
+    async def dag_run_conf(self, dag_id: str, run_id: str) -> dict[str, Any] | None:
+        return await self.runs.dag_run_conf(dag_id, run_id)
 
 
 async def test_the_worker_writes_completions_into_the_target_once_across_a_restart(

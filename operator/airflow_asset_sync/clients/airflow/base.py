@@ -223,6 +223,6 @@ class RunSource(Protocol):
 
     async def list_task_instances(self, query: CompletionQuery) -> CompletionPage: ...
 
-    async def dag_run(self, dag_id: str, run_id: str) -> Completion | None:
-        """One run (with its ``conf``), or None if it does not exist (any more)."""
+    async def dag_run_conf(self, dag_id: str, run_id: str) -> dict[str, Any] | None:
+        """The ``conf`` of one run, finished or not; None if it does not exist (any more)."""
         ...

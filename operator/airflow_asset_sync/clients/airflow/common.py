@@ -8,11 +8,11 @@ completion listings of `spec.dagRuns` (`runs`: one shape in both versions, by pr
 from __future__ import annotations
 
 from types import TracebackType
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
-from airflow_asset_sync.clients.airflow.base import Completion, CompletionPage, CompletionQuery
+from airflow_asset_sync.clients.airflow.base import CompletionPage, CompletionQuery
 from airflow_asset_sync.clients.airflow.http import AirflowHttp
-from airflow_asset_sync.clients.airflow.runs import get_dag_run, list_completions
+from airflow_asset_sync.clients.airflow.runs import get_dag_run_conf, list_completions
 
 
 class ClientBase:
@@ -56,9 +56,9 @@ class ClientBase:
         """Finished task instances (`runs.list_completions`; unordered in 2.x)."""
         return await list_completions(self._http, self.api_version, "task_instances", query)
 
-    async def dag_run(self, dag_id: str, run_id: str) -> Completion | None:
-        """One finished run with its ``conf`` (`runs.get_dag_run`)."""
-        return await get_dag_run(self._http, self.api_version, dag_id, run_id)
+    async def dag_run_conf(self, dag_id: str, run_id: str) -> dict[str, Any] | None:
+        """One run's ``conf`` (`runs.get_dag_run_conf`)."""
+        return await get_dag_run_conf(self._http, self.api_version, dag_id, run_id)
 
     async def __aenter__(self) -> Self:
         return self

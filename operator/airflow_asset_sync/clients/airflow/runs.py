@@ -92,20 +92,24 @@ async def list_completions(
     )
 
 
-async def get_dag_run(
+async def get_dag_run_conf(
     http: AirflowHttp, api_version: str, dag_id: str, run_id: str
-) -> Completion | None:
-    """``GET {prefix}/dags/{dag_id}/dagRuns/{run_id}``; None on 404 or if it has not ended."""
+) -> dict[str, Any] | None:
+    """``GET {prefix}/dags/{dag_id}/dagRuns/{run_id}``: its ``conf`` (``{}`` if null); None
+    on 404. The run may still be running: a task ends before its run does."""
     path = f"{PREFIXES[api_version]}/dags/{quote(dag_id, safe='')}/dagRuns/{quote(run_id, safe='')}"
     reply: Reply = await http.request("GET", path, allow=(404,))
     if reply.status == 404:
         return None
-    try:
-        return parse_completion(reply.json_object(), task=False)
-    except ValueError as exc:
-        if "'end_date'" in str(exc):
-            return None  # cleared and running again: not a completion now
-        raise BadResponse(f"{reply.where}: {exc}") from None
+    conf = reply.json_object().get("conf")
+    if conf is None:
+        return {}
+    if not isinstance(conf, dict):
+        raise BadResponse(f"{reply.where}: 'conf' must be an object, got {type_name(conf)}")
+    problem = json_problem(conf, depth=1)
+    if problem:
+        raise BadResponse(f"{reply.where}: 'conf' {problem}")
+    return conf
 
 
 def _string(row: dict[str, Any], key: str) -> str:

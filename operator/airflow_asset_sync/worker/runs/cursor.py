@@ -163,8 +163,7 @@ class CompletionCursor:
         if key in self._confs:
             self._confs.move_to_end(key)
             return self._confs[key]
-        run = await self._client.dag_run(row.dag_id, row.run_id)
-        conf = run.conf if run is not None else None
+        conf = await self._client.dag_run_conf(row.dag_id, row.run_id)
         self._confs[key] = conf
         while len(self._confs) > _CONF_MEMORY:
             self._confs.popitem(last=False)
