@@ -29,7 +29,7 @@ delivered, and skipping it at once would lose it to a transient fault (a truncat
 a server mid-upgrade). So the poller holds the checkpoint below it and retries: while a row
 has failed fewer than `max_invalid_retries` consecutive polls, only events before it are
 handled (when the client tells its position through ``timestamp`` / ``event_id`` attributes
-on the `BadResponse`) or nothing at all (position unknown). After that the row is skipped for
+on the `InvalidRow`) or nothing at all (position unknown). After that the row is skipped for
 good: counted in ``eventsInvalid``, logged at error level with its event id, remembered so it
 is not counted again. A restart forgets that memory: the row is then held and counted once
 more.
@@ -49,7 +49,7 @@ from airflow_asset_sync.api.redaction import masked_keys
 from airflow_asset_sync.api.spec import AssetFilter, StartFrom, SyncSpec
 from airflow_asset_sync.api.status import Checkpoint, SourceGap, SourceStatus
 from airflow_asset_sync.api.transport import Publisher
-from airflow_asset_sync.clients.airflow.base import BadResponse, InvalidRow
+from airflow_asset_sync.clients.airflow.base import InvalidRow
 from airflow_asset_sync.worker.backoff import BackoffPolicy
 from airflow_asset_sync.worker.clock import Clock, sleep_or_stop, sleep_or_wake
 from airflow_asset_sync.worker.cursor import (
@@ -150,23 +150,21 @@ class PollPace:
         return delay
 
 
-def _invalid_key(exc: BadResponse) -> InvalidKey:
+def _invalid_key(exc: InvalidRow) -> InvalidKey:
     """A stable identity for an invalid row across polls, from the fields the client set.
 
     The event id when the row has a readable one; else where and what failed, without the
-    row's index (it moves as new events arrive: 2.x walks from the newest). An invalid row
-    without fields (not an `InvalidRow`) is known by its whole message.
+    row's index (it moves as new events arrive: 2.x walks from the newest). Never the
+    message: `EventPage.invalid` holds only `InvalidRow`s, so no wording is compared.
     """
-    if isinstance(exc, InvalidRow):
-        if exc.event_id is not None:
-            return ("id", exc.event_id)
-        return ("problem", exc.problem)
-    return ("message", str(exc))
+    if exc.event_id is not None:
+        return ("id", exc.event_id)
+    return ("problem", exc.problem)
 
 
-def _invalid_position(exc: BadResponse) -> tuple[datetime, int] | None:
+def _invalid_position(exc: InvalidRow) -> tuple[datetime, int] | None:
     """Where the row sorts (its timestamp, then id), or None when that cannot be read."""
-    if not isinstance(exc, InvalidRow) or exc.timestamp is None or exc.timestamp.tzinfo is None:
+    if exc.timestamp is None or exc.timestamp.tzinfo is None:
         return None
     return (exc.timestamp, exc.event_id if exc.event_id is not None else -1)
 
@@ -561,7 +559,7 @@ class Poller:
             return list(batch.events)
         return [e for e in batch.events if e.sort_key < barrier]
 
-    def _skip_invalid(self, key: InvalidKey, exc: BadResponse, event_id: object) -> None:
+    def _skip_invalid(self, key: InvalidKey, exc: InvalidRow, event_id: object) -> None:
         self._skipped_invalid[key] = None
         while len(self._skipped_invalid) > _SKIPPED_MEMORY:
             self._skipped_invalid.popitem(last=False)
