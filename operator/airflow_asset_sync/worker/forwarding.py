@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Literal
 
-from airflow_asset_sync.api.events import Marker
+from airflow_asset_sync.api.events import MARKER_KEY, Marker, SourceEvent
 
 #: What the poller does with a source event: ``native`` (not a copy: published as always),
 #: ``forwarded`` (a copy published for the targets off its path), ``path`` (every target,
@@ -54,6 +54,20 @@ def decide(
     if all(target in path for target in targets):
         return "path"
     return "forwarded"
+
+
+def decide_event(
+    event: SourceEvent, *, source: str, targets: Iterable[str], max_hops: int
+) -> Decision:
+    """`decide` for a source event as read (the poller, and a replay, ask this).
+
+    A marker that does not parse (another tool's, or a newer shape) cannot tell its path:
+    such an event is never forwarded, as any marked event was before chains.
+    """
+    marker = event.marker
+    if marker is None and MARKER_KEY in event.extra:
+        return "path"
+    return decide(marker, source=source, targets=targets, max_hops=max_hops)
 
 
 def on_path(marker: Marker, target: str) -> bool:

@@ -46,7 +46,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from airflow_asset_sync.api.events import MARKER_KEY, Envelope, SourceEvent
+from airflow_asset_sync.api.events import Envelope, SourceEvent
 from airflow_asset_sync.api.redaction import masked_keys
 from airflow_asset_sync.api.spec import DEFAULT_MAX_HOPS, AssetFilter, StartFrom, SyncSpec
 from airflow_asset_sync.api.status import Checkpoint, SourceGap, SourceStatus
@@ -63,7 +63,7 @@ from airflow_asset_sync.worker.cursor import (
 )
 from airflow_asset_sync.worker.failures import FailureReport
 from airflow_asset_sync.worker.filters import EventFilter
-from airflow_asset_sync.worker.forwarding import Decision, decide
+from airflow_asset_sync.worker.forwarding import Decision, decide_event
 from airflow_asset_sync.worker.health import Health
 from airflow_asset_sync.worker.metrics import WorkerMetrics
 from airflow_asset_sync.worker.offsets import OffsetStore
@@ -418,16 +418,9 @@ class Poller:
         )
 
     def _forwarding(self, event: SourceEvent) -> Decision:
-        """What becomes of `event` if it is a copy written by a sync (`forwarding.decide`).
-
-        A marker that does not parse (another tool's, or a newer shape) cannot tell its path:
-        such an event is never forwarded, as any marked event was before chains.
-        """
-        marker = event.marker
-        if marker is None and MARKER_KEY in event.extra:
-            return "path"
-        return decide(
-            marker,
+        """What becomes of `event` if it is a copy written by a sync (`forwarding`)."""
+        return decide_event(
+            event,
             source=self._settings.origin,
             targets=self._settings.targets,
             max_hops=self._settings.max_hops,
