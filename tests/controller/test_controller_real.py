@@ -283,6 +283,38 @@ def test_status_conditions_events_and_columns(
         assert e["source"]["component"] == "airflow-asset-sync-operator", e
 
 
+def test_kopf_keeps_its_diff_base_in_status_and_drops_an_earlier_versions_annotation(
+    kube: KubeRig, operator: live.OperatorProcess, ns: str
+) -> None:
+    """One PATCH per create: kopf's diff base is a status field, no annotation is written."""
+    _with_secrets(kube, ns, "diffbase")
+
+    def stored_in_status() -> dict[str, Any] | None:
+        s = _sync(kube, ns, "diffbase")
+        return s if s.get("status", {}).get("lastHandledConfiguration") else None
+
+    sync = wait_for(stored_in_status, what="the diff base in status")
+    stored = json.loads(sync["status"]["lastHandledConfiguration"])
+    assert stored["spec"] == sync["spec"]
+    ours = [k for k in sync["metadata"].get("annotations", {}) if k.startswith(api.GROUP)]
+    assert ours == [], "kopf wrote annotations"
+
+    # What an earlier version left: its annotation. The next spec change removes it.
+    legacy = f"{api.GROUP}/last-handled-configuration"
+    old = json.dumps({"spec": sync["spec"]}, separators=(",", ":"))
+    patch = {"metadata": {"annotations": {legacy: old}}, "spec": {"pollInterval": "9s"}}
+    kube.kubectl("patch", "aas", "diffbase", "-n", ns, "--type=merge", "-p", json.dumps(patch))
+
+    def moved() -> dict[str, Any] | None:
+        s = _sync(kube, ns, "diffbase")
+        base = json.loads(s.get("status", {}).get("lastHandledConfiguration") or "{}")
+        gone = legacy not in s["metadata"].get("annotations", {})
+        return s if gone and base.get("spec", {}).get("pollInterval") == "9s" else None
+
+    sync = wait_for(moved, what="the annotation removed and the new spec in the diff base")
+    assert sync["status"]["observedGeneration"] == sync["metadata"]["generation"]
+
+
 def test_a_gap_the_worker_reports_is_events_lost_with_one_warning_per_gap(
     kube: KubeRig, operator: live.OperatorProcess, ns: str
 ) -> None:

@@ -26,7 +26,9 @@ import pytest
 from rig.procs import REGISTRY
 
 #: Rig fixtures that start processes (see the plugins in `tests/conftest.py`).
-RIG_FIXTURES = frozenset({"kube", "kafka", "airflow2", "airflow3", "airflow3b", "cluster"})
+RIG_FIXTURES = frozenset(
+    {"kube", "kafka", "airflow2", "airflow2b", "airflow3", "airflow3b", "cluster"}
+)
 #: Project processes on top of the rig (`airflow-asset-sync run`).
 RIG_FIXTURES |= {"sync_runner"}
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.push import Made, access_log_times, match_recipe
+from bench.counted import access_log_times
+from bench.push import Made, match_recipe
 from bench.traffic import CreatedEvent
 from rig.airflow import AIRFLOW2, AIRFLOW3, AirflowInstance
 

@@ -8,10 +8,16 @@ is not (workers side by side, the bench making events in the source), each worke
 the source through a proxy of its own that counts every request it carries: the rig's fault
 proxy with no faults (`rig.faultproxy`, as `bench.soak` uses it). The spec keeps the
 source's identity (`instanceId`), so markers and origins do not change with the port.
+
+Where the worker is the source's only client and a proxy's hop would change the figure
+itself (the catch-up rate of `bench.throughput`), the access log is counted instead
+(`access_log_times`, whole seconds: count over windows of many seconds).
 """
 
 from __future__ import annotations
 
+import re
+from datetime import UTC, datetime
 from typing import Any, Self
 
 from rig.airflow import AirflowInstance
@@ -42,3 +48,30 @@ class CountedSource:
     def requests(self) -> int:
         """Requests carried so far (logins and retries included)."""
         return int(self.proxy.stats()["requests"])
+
+
+_ACCESS_2 = re.compile(r'\[(\d\d/\w\w\w/\d{4}:\d\d:\d\d:\d\d) [+-]\d{4}\] "[A-Z]+ ')
+_ACCESS_3 = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)\.\d+Z .*\[http\.access\]")
+
+
+def access_log_times(source: AirflowInstance) -> list[float]:
+    """Unix seconds (whole) of every request in the source API server's access log.
+
+    2.11: gunicorn's access log in the webserver's output; 3.3: the API server's
+    `http.access` lines (health checks are not logged there).
+    """
+    if source.major == 2:
+        path, pattern, fmt = source.home / "logs" / "webserver.log", _ACCESS_2, "%d/%b/%Y:%H:%M:%S"
+    else:
+        path, pattern, fmt = source.home / "logs" / "api-server.log", _ACCESS_3, "%Y-%m-%dT%H:%M:%S"
+    out = []
+    for line in path.read_text(errors="replace").splitlines():
+        match = pattern.search(line)
+        if match:
+            out.append(datetime.strptime(match[1], fmt).replace(tzinfo=UTC).timestamp())
+    return out
+
+
+def server_requests(source: AirflowInstance, start: float, end: float) -> int:
+    """Requests in the source's access log stamped in [start, end) (Unix seconds, whole)."""
+    return sum(1 for t in access_log_times(source) if start <= t < end)

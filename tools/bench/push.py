@@ -35,7 +35,6 @@ gunicorn sync worker answers a read in several times what 3.3 takes.
 from __future__ import annotations
 
 import random
-import re
 import secrets
 import shutil
 import socket
@@ -50,6 +49,7 @@ from typing import Any
 import httpx
 
 from bench.common import Profile, Results, log, summary
+from bench.counted import CountedSource, server_requests
 from bench.latency import _errors as worker_errors
 from bench.stack import Stack, pool
 from bench.traffic import CreatedEvent, Delivery, EventWriter, collect, match_synced, parse_ts
@@ -142,6 +142,8 @@ class Pair:
     procs: dict[str, SyncProcess]
     tag: str
     writer: EventWriter
+    #: Each worker reaches the source through its own counting proxy (`bench.counted`).
+    counted: dict[str, CountedSource] = field(default_factory=dict)
 
     def deliveries(self, made: Made, since: datetime) -> dict[str, Delivery]:
         rows = collect(self.target, since)
@@ -236,8 +238,9 @@ def phase_sparse(
 ) -> dict[str, Any]:
     since = datetime.now(UTC) - timedelta(seconds=1)
     push = pair.procs["push"]
-    before = {m: p.metric(SOURCE_REQUESTS, role="source") for m, p in pair.procs.items()}
+    before = {m: pair.counted[m].requests() for m in pair.procs}
     seconds = push.metric(SOURCE_SECONDS, role="source")
+    reads_before = push.metric(SOURCE_REQUESTS, role="source")
     t0 = time.monotonic()
     made = Made()
     log(f"push {pair.label}: {events} sparse events, {gap_s[0]:g}-{gap_s[1]:g} s apart")
@@ -249,12 +252,13 @@ def phase_sparse(
     figures = _figures(deliveries)
     figures["events"] = len(made.events)
     for mode, proc in pair.procs.items():
-        requests = proc.metric(SOURCE_REQUESTS, role="source") - before[mode]
+        # Counted at the proxy: logins and retries included, as the source receives them.
+        requests = pair.counted[mode].requests() - before[mode]
         figures[mode]["source_requests_per_s"] = round(requests / wall_s, 2)
         # Both write the same SQLite-backed target at nearly the same moment: a write that
         # collides is retried after a back-off (seen: one 5.7 s event).
         figures[mode]["worker_errors"] = worker_errors(proc)
-    reads = push.metric(SOURCE_REQUESTS, role="source") - before["push"]
+    reads = push.metric(SOURCE_REQUESTS, role="source") - reads_before  # the client's own
     figures["push"]["source_read_mean_s"] = round(
         (push.metric(SOURCE_SECONDS, role="source") - seconds) / max(reads, 1), 4
     )
@@ -492,28 +496,6 @@ def phase_outage(pair: Pair, results: Results, *, outage_s: float) -> dict[str, 
     return figures
 
 
-_ACCESS_2 = re.compile(r'\[(\d\d/\w\w\w/\d{4}:\d\d:\d\d:\d\d) [+-]\d{4}\] "[A-Z]+ ')
-_ACCESS_3 = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)\.\d+Z .*\[http\.access\]")
-
-
-def access_log_times(source: AirflowInstance) -> list[float]:
-    """Unix seconds (whole) of every request in the source API server's access log.
-
-    2.11: gunicorn's access log in the webserver's output; 3.3: the API server's
-    `http.access` lines (health checks are not logged there).
-    """
-    if source.major == 2:
-        path, pattern, fmt = source.home / "logs" / "webserver.log", _ACCESS_2, "%d/%b/%Y:%H:%M:%S"
-    else:
-        path, pattern, fmt = source.home / "logs" / "api-server.log", _ACCESS_3, "%Y-%m-%dT%H:%M:%S"
-    out = []
-    for line in path.read_text(errors="replace").splitlines():
-        match = pattern.search(line)
-        if match:
-            out.append(datetime.strptime(match[1], fmt).replace(tzinfo=UTC).timestamp())
-    return out
-
-
 def phase_idle(pair: Pair, results: Results, *, idle_s: float) -> dict[str, Any]:
     """The pushing worker alone on an idle source: requests counted at the server."""
     pair.procs.pop("poll").stop()
@@ -528,7 +510,7 @@ def phase_idle(pair: Pair, results: Results, *, idle_s: float) -> dict[str, Any]
     worker = push.metric(SOURCE_REQUESTS, role="source") - worker_before
     pokes = push.metric("aas_pokes_total") - pokes_before
     time.sleep(2)  # let the server's log lines of the window's last second out
-    at_server = sum(1 for t in access_log_times(pair.source) if start <= t < end)
+    at_server = server_requests(pair.source, start, end)
     rate = at_server / (end - start)
     figures = {
         "window_s": end - start,
@@ -696,12 +678,16 @@ def run_push(stack: Stack, results: Results, profile: Profile, *, seed: int = 13
         tag = f"recipe-{key}-{secrets.token_hex(3)}"
         source = _pushing_source(version, workdir, port, token, target, tag)
         procs: dict[str, SyncProcess] = {}
+        counted: dict[str, CountedSource] = {}
         writer: EventWriter | None = None
         try:
             uris = pool(f"push-{key}")
             names = {"push": f"push-{key}", "poll": f"poll-{key}"}
             for mode, name in names.items():
-                docs = stack.manifests(name, source, [("t", target)], include=uris)
+                counted[mode] = CountedSource(source).start()
+                docs = counted[mode].route(
+                    stack.manifests(name, source, [("t", target)], include=uris)
+                )
                 if mode == "push":
                     with_push(docs, name=name, token=token)
                 proc = SyncProcess(
@@ -710,7 +696,7 @@ def run_push(stack: Stack, results: Results, profile: Profile, *, seed: int = 13
                 procs[mode] = proc
                 proc.start()
             writer = EventWriter(source)
-            pair = Pair(key, label, source, target, uris, names, procs, tag, writer)
+            pair = Pair(key, label, source, target, uris, names, procs, tag, writer, counted)
             # Warm-up: logins, asset ids, consumer groups, the recipe's token; then the clock.
             for uri in uris:
                 writer.post(uri, {"bench": "warm-up"})
@@ -723,6 +709,8 @@ def run_push(stack: Stack, results: Results, profile: Profile, *, seed: int = 13
                 writer.close()
             for proc in procs.values():
                 proc.stop()
+            for proxy in counted.values():
+                proxy.stop()
             source.stop()
 
 

@@ -21,6 +21,7 @@ In one run, on the same target instance:
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -31,6 +32,7 @@ from airflow_asset_sync.clients.airflow.http import HttpOptions
 from airflow_asset_sync.worker.poller import PollPace
 from airflow_asset_sync.worker.replayer import ReplayerOptions
 from bench.common import Results, Sampler, log, memory, summary
+from bench.counted import server_requests
 from bench.profiling import Profiler
 from bench.stack import Stack, pool
 from bench.traffic import post_concurrently
@@ -174,6 +176,7 @@ def drain(
     scrape = MetricsSampler(proc)
     rss = Sampler(lambda: memory(proc.server.proc.pid).rss_mib if proc.server.proc else 0.0)
     t_start = time.monotonic()
+    wall_start = time.time()
     proc.server.start()
     scrape.start()
     rss.start()
@@ -194,33 +197,28 @@ def drain(
         done_at_catchup = scrape.value_at(REPLAYED, t_caught_up) + scrape.value_at(
             DEDUPLICATED, t_caught_up
         )
-        requests_at_catchup = proc.metric(SOURCE_REQUESTS, role="source")
-        t_requests = time.monotonic()
+        # Counted in the source's access log (the worker is its only client here; a counting
+        # proxy's hop would slow the catch-up it measures): whole seconds, so windows are
+        # whole seconds too.
+        wall_requests = float(math.ceil(time.time()))
         window_end = t_caught_up + window_s
         # The poller keeps its fast pace for `PollPace.hold` after the last new event; the
         # quiet figure starts counting once that is over.
         quiet_from = t_caught_up + PollPace(1.0).hold + 2.0
-        quiet: tuple[float, float] | None = None
+        quiet: float | None = None  # wall second the quiet window starts
         while (
             time.monotonic() < window_end
             and scrape.latest(REPLAYED) + scrape.latest(DEDUPLICATED) < total
         ):
             if quiet is None and time.monotonic() >= quiet_from:
-                quiet = (time.monotonic(), proc.metric(SOURCE_REQUESTS, role="source"))
+                quiet = float(math.ceil(time.time()))
             time.sleep(0.1)
         time.sleep(0.3)  # one more scrape
         t_window = scrape.last_time()
         done_at_end = scrape.latest(REPLAYED) + scrape.latest(DEDUPLICATED)
         mem = memory(proc.server.proc.pid) if proc.server.proc else None
-        source_requests = proc.metric(SOURCE_REQUESTS, role="source")
-        after_burst_rate = (source_requests - requests_at_catchup) / max(
-            time.monotonic() - t_requests, 1e-3
-        )
-        quiet_rate = (
-            (source_requests - quiet[1]) / max(time.monotonic() - quiet[0], 1e-3)
-            if quiet is not None
-            else None
-        )
+        wall_end = float(math.floor(time.time()))
+        client_requests = proc.metric(SOURCE_REQUESTS, role="source")
         source_seconds = proc.metric("aas_api_request_duration_seconds_sum", role="source")
         errors = {
             k: v for k, v in proc.metrics().items() if k.startswith("aas_replay_errors_total")
@@ -231,6 +229,16 @@ def drain(
         scrape.stop()
         rss.stop()
         proc.stop()
+    time.sleep(1.5)  # the server's log lines of the last second
+    source_requests = server_requests(source, math.floor(wall_start), wall_end)
+    after_burst_rate = server_requests(source, wall_requests, wall_end) / max(
+        wall_end - wall_requests, 1.0
+    )
+    quiet_rate = (
+        server_requests(source, quiet, wall_end) / max(wall_end - quiet, 1.0)
+        if quiet is not None and wall_end > quiet
+        else None
+    )
 
     first_publish = scrape.first_reaching(PUBLISHED, 1.0) or t_caught_up
     publishing_s = t_caught_up - first_publish
@@ -251,8 +259,9 @@ def drain(
         if publishing_s >= 1.0
         else None,
         "source_requests": source_requests,
-        "source_request_mean_s": round(source_seconds / source_requests, 4)
-        if source_requests
+        "worker_counted_source_requests": client_requests,
+        "source_request_mean_s": round(source_seconds / client_requests, 4)
+        if client_requests
         else None,
         "source_requests_per_s_after_catchup": round(after_burst_rate, 2),
         "source_requests_per_s_quiet_after_catchup": round(quiet_rate, 2)

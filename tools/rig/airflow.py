@@ -600,6 +600,12 @@ def airflow3b(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowInsta
     yield from _instance(AIRFLOW3, tmp_path_factory)
 
 
+@pytest.fixture(scope="session")
+def airflow2b(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowInstance]:
+    """A second, independent Airflow 2.11 (a fourth instance: a hub with three spokes)."""
+    yield from _instance(AIRFLOW2, tmp_path_factory)
+
+
 @pytest.fixture
 def assets() -> AssetPool:
     """Take distinct pool assets: `assets.take(3)`."""

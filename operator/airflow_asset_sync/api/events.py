@@ -6,8 +6,9 @@ written into the target event's `extra` under `MARKER_KEY`.
 
 Why a marker in `extra` rather than a side table: it is the only place both Airflow APIs let a
 client store data with an event, and it is visible to whoever reads the target later. It is
-how a replayer recognises its own earlier writes after a crash (dedup) and how a poller skips
-events that were themselves synced (loop prevention for A <-> B pairs).
+how a replayer recognises its own earlier writes after a crash (dedup) and how a poller knows
+an event was itself synced: it forwards such a copy only to targets not on the marker's
+``path`` (chains A -> B -> C, hubs, rings; `worker.forwarding`).
 """
 
 from __future__ import annotations
@@ -89,6 +90,26 @@ class Marker(BaseModel):
     #: Delivery mode ``coalesce``: the ids of every source event this one target event stands
     #: for (``event_id``, the newest, among them). Empty for a plain one-to-one copy.
     coalesced: tuple[int, ...] = ()
+    #: The instances (source identities, ``Endpoint.identity``) the event went through before
+    #: the target that holds this copy, in order, ``origin`` first: ``(A,)`` for a copy
+    #: A -> B, ``(A, B)`` for its forwarded copy in C. Empty in markers written before
+    #: chains existed: they mean one hop from ``origin`` (`hops`).
+    path: tuple[str, ...] = ()
+
+    @property
+    def hops(self) -> tuple[str, ...]:
+        """`path`, read compatibly: an old marker without one is one hop from its origin."""
+        return self.path or (self.origin,)
+
+    @property
+    def forwarded(self) -> bool:
+        """True for a copy of a copy: the event came through an instance other than origin."""
+        return len(self.hops) > 1
+
+    @property
+    def origin_key(self) -> tuple[str, int]:
+        """The origin event (origin instance, its event id) whatever sync and path carried it."""
+        return (self.origin, self.event_id)
 
     @property
     def event_ids(self) -> tuple[int, ...]:
@@ -135,6 +156,8 @@ class Marker(BaseModel):
             out["partition_key"] = self.partition_key
         if self.coalesced:  # left out otherwise: plain copies stay byte for byte as before
             out["coalesced"] = list(self.coalesced)
+        if self.path:
+            out["path"] = list(self.path)
         return out
 
 
@@ -173,12 +196,34 @@ class Envelope(BaseModel):
     replay: ReplayTag | None = None
 
     def marker(self) -> Marker:
+        """The marker this delivery writes into the target.
+
+        A source event that is itself a copy (its ``extra`` carries a marker: the event is
+        being forwarded, B -> C of A -> B -> C) keeps its upstream's origin event: ``origin``,
+        ``event_id``, ``timestamp``, ``partition_key`` and ``coalesced`` are the upstream
+        marker's, and ``path`` grows by this sync's source. So every copy of an event, however
+        far it travelled, names the event where it was born (the exactly-once identity, see
+        `worker.copies`), and ``sync`` names the sync that wrote this copy (its own-write
+        key). A source event without a marker starts a path of one: ``(origin,)``.
+        """
+        upstream = self.event.marker
+        if upstream is None:
+            return Marker(
+                origin=self.origin,
+                event_id=self.event.id,
+                timestamp=self.event.timestamp,
+                sync=self.sync,
+                partition_key=self.event.partition_key,
+                path=(self.origin,),
+            )
         return Marker(
-            origin=self.origin,
-            event_id=self.event.id,
-            timestamp=self.event.timestamp,
+            origin=upstream.origin,
+            event_id=upstream.event_id,
+            timestamp=upstream.timestamp,
             sync=self.sync,
-            partition_key=self.event.partition_key,
+            partition_key=upstream.partition_key or self.event.partition_key,
+            coalesced=upstream.coalesced,
+            path=(*upstream.hops, self.origin),
         )
 
     def target_extra(self, coalesced: tuple[int, ...] = ()) -> dict[str, Any]:

@@ -483,8 +483,20 @@ class Replay(Model):
         return value
 
 
+#: `spec.maxHops`: by default a copy may travel four syncs from its origin (A -> B -> C ->
+#: D -> E). The path check already ends every loop of instances with one identity each; the
+#: limit is the backstop for an instance known under two identities, so it is kept small.
+DEFAULT_MAX_HOPS = 4
+MAX_MAX_HOPS = 16
+
+
 class SyncSpec(Model):
-    """`spec` of an AirflowAssetSync."""
+    """`spec` of an AirflowAssetSync.
+
+    `max_hops`: the most syncs an event may travel from the instance where it was born to a
+    target of this sync, counting this one (`worker.forwarding`). 1 forwards no copies (each
+    sync carries only its source's own events, as before chains existed).
+    """
 
     source: Source
     targets: Annotated[list[Target], Field(min_length=1, max_length=20)]
@@ -496,6 +508,14 @@ class SyncSpec(Model):
     worker: Worker | None = None
     replay: Replay | None = None
     dag_runs: Annotated[list[DagRunSelector], Field(max_length=50)] = []
+    max_hops: int = DEFAULT_MAX_HOPS
+
+    @field_validator("max_hops")
+    @classmethod
+    def _max_hops(cls, value: int) -> int:
+        if not 1 <= value <= MAX_MAX_HOPS:
+            raise ValueError(f"maxHops {value} must be between 1 and {MAX_MAX_HOPS}")
+        return value
 
     @field_validator("start_from")
     @classmethod

@@ -3,7 +3,8 @@
 Two writers, disjoint fields, so neither ever overwrites the other (each sends a merge patch
 of its own keys only):
 
-- the operator owns ``observedGeneration`` and ``conditions``;
+- the operator owns ``observedGeneration``, ``conditions``, ``pokeUrl`` and (through kopf)
+  ``lastHandledConfiguration``;
 - the worker owns ``source``, ``targets`` (offsets and counters) and ``replay``.
 
 Status stays small (one cursor, capped lists): etcd objects should stay well under 1.5 MB.

@@ -263,6 +263,15 @@ def source_gap(status: Mapping[str, Any] | None) -> str | None:
     return f"Found {gap.get('detectedAt')}: {gap.get('message', '')}{total}"
 
 
+def events_lost_message(gap: str) -> str:
+    """The EventsLost condition's message for `gap` (from `source_gap`), what to do included.
+
+    One function builds it, so a caller asking "is this gap already shown?" compares the
+    whole message for equality instead of matching a prefix of the condition's text.
+    """
+    return with_action(Reason.SOURCE_EVENTS_PURGED, gap)
+
+
 _Entry = tuple[ConditionType, ConditionStatus, str, str]
 
 
@@ -315,7 +324,7 @@ def _entries(observed: Observed) -> list[_Entry]:
         extra.append((T.PAUSED, "True", R.SUSPENDED, "spec.suspend is true"))
     if observed.gap is not None:
         reason = R.SOURCE_EVENTS_PURGED
-        extra.append((T.EVENTS_LOST, "True", reason, with_action(reason, observed.gap)))
+        extra.append((T.EVENTS_LOST, "True", reason, events_lost_message(observed.gap)))
     return [ready, *extra]
 
 

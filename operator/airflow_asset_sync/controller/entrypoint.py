@@ -1,9 +1,9 @@
 """Starting the operator: kopf settings and the `run_operator` entry point the CLI calls.
 
 Settings and why:
-- progress and diff-base in annotations under our group, never in `status`: the worker owns
-  `status.source` and `status.targets`, and kopf's default (`status.kopf`) would need
-  `x-kubernetes-preserve-unknown-fields` in an otherwise typed status schema;
+- the diff base in a typed status field, progress in annotations under our group
+  (`diffbase`: one PATCH per create instead of two); never kopf's default `status.kopf`,
+  which would need `x-kubernetes-preserve-unknown-fields` in an otherwise typed schema;
 - no finalizer (see `handlers`): the finalizer name is still set to the one earlier versions
   added (`LEGACY_FINALIZER`), because kopf removes only its configured finalizer from objects
   that no longer need one, and an upgrade must not leave syncs undeletable;
@@ -39,6 +39,7 @@ import kopf
 from airflow_asset_sync.api.spec import GROUP
 from airflow_asset_sync.clients.kube import KubeApi, KubeClient
 from airflow_asset_sync.controller.config import OperatorConfig
+from airflow_asset_sync.controller.diffbase import ProgressAnnotations, StatusDiffBase
 from airflow_asset_sync.controller.handlers import MEMO_KEY, Runtime, build_registry
 from airflow_asset_sync.controller.peering import PeeringGate, PeeringReader
 
@@ -57,10 +58,8 @@ def build_settings(
     *, clusterwide: bool, peering: str | None, priority: int | None
 ) -> kopf.OperatorSettings:
     settings = kopf.OperatorSettings()
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration"
-    )
+    settings.persistence.progress_storage = ProgressAnnotations()
+    settings.persistence.diffbase_storage = StatusDiffBase()
     settings.persistence.finalizer = LEGACY_FINALIZER
     settings.watching.server_timeout = WATCH_SERVER_TIMEOUT_SECONDS
     settings.watching.client_timeout = WATCH_CLIENT_TIMEOUT_SECONDS

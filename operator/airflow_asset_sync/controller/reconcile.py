@@ -38,6 +38,7 @@ from airflow_asset_sync.controller.conditions import (
     Reason,
     WorkerPhase,
     WorkerState,
+    events_lost_message,
     listing,
     source_gap,
     worker_problem,
@@ -622,7 +623,7 @@ def worker_report_changed(sync: Mapping[str, Any]) -> bool:
         return False
     gap = source_gap(status)
     shown = find_condition(status.get("conditions"), ConditionType.EVENTS_LOST)
-    if gap is not None and (shown is None or not str(shown.get("message", "")).startswith(gap)):
+    if gap is not None and (shown is None or shown.get("message") != events_lost_message(gap)):
         return True  # a new gap: EventsLost (and its Warning) is due
     reported = worker_problem(status)
     if reported is None:

@@ -86,9 +86,18 @@ class WorkerMetrics:
         )
         self.events_filtered = Counter(
             f"{PREFIX}_events_filtered",
-            "Source events not published: reason=filter (spec.assets), synced (written by a "
-            "sync: loop prevention), already_published (in the transport after a restart)",
+            "Source events not published: reason=filter (spec.assets), synced (a copy written "
+            "by a sync that no target needs: loop prevention), already_published (in the "
+            "transport after a restart)",
             ["reason"],
+            registry=r,
+        )
+        self.copies_forwarding = Counter(
+            f"{PREFIX}_copies_forwarding",
+            "Source events that were copies written by a sync, by what the poller did: "
+            "decision=forwarded (published for the targets not on its path), path (every "
+            "target already had it), hop_limit (it would pass spec.maxHops)",
+            ["decision"],
             registry=r,
         )
         self.events_invalid = Counter(
@@ -136,13 +145,21 @@ class WorkerMetrics:
         self.events_skipped = Counter(
             f"{PREFIX}_events_skipped",
             "Deliveries committed without a write: reason=unknown_asset (policy skip), "
-            "foreign (not an airflow-asset-sync message), parked_expired (parked too long)",
+            "foreign (not an airflow-asset-sync message), parked_expired (parked too long), "
+            "on_path (a forwarded copy this target already had: it is on the copy's path)",
             ["target", "reason"],
             registry=r,
         )
         self.events_deduplicated = Counter(
             f"{PREFIX}_events_deduplicated",
             "Deliveries not written because the target already had them",
+            ["target"],
+            registry=r,
+        )
+        self.events_other_path = Counter(
+            f"{PREFIX}_events_other_path",
+            "Forwarded deliveries not written because the target already had a copy of the "
+            "same origin event that came by another path (also in events_deduplicated)",
             ["target"],
             registry=r,
         )

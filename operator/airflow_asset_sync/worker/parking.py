@@ -36,7 +36,7 @@ import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from airflow_asset_sync.api.events import Envelope, SourceEvent
+from airflow_asset_sync.api.events import MARKER_KEY, Envelope, SourceEvent
 from airflow_asset_sync.api.status import ParkedAsset, ParkedEvent, ParkReason, TargetStatus
 
 #: (origin, source event id, sync), as `replayer.Key`.
@@ -79,7 +79,10 @@ def to_envelope(uri: str, parked: ParkedEvent) -> Envelope:
 
 
 def key_of(parked: ParkedEvent) -> Key:
-    return (parked.origin, parked.id, parked.sync)
+    """The delivery's `Marker.key`: a forwarded copy's is its origin event's (`Envelope.marker`)."""
+    if MARKER_KEY not in parked.extra:  # a plain event: no need to parse its extra
+        return (parked.origin, parked.id, parked.sync)
+    return to_envelope("", parked).marker().key
 
 
 def _extra(parked: ParkedEvent) -> dict[str, object]:

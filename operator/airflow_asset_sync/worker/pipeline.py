@@ -379,6 +379,8 @@ class SyncWorker:
             # The poller's pace while events flow, one page at a time.
             pause=PollPace(spec.poll_interval_seconds).active_interval,
             max_publish=self._options.publish_bound,
+            forward_to=[t.identity for t in spec.targets],
+            max_hops=spec.max_hops,
         )
 
     async def _target_side(

@@ -8,9 +8,11 @@ One iteration (`Poller.poll_once`):
 4. Drop events that must not be forwarded, each counted:
    - already in the transport (ids from ``publisher.published_keys`` at start: a crash
      between publish and checkpoint re-reads them);
-   - written by a sync (their ``extra`` carries the marker key): loop prevention, so an
-     A <-> B pair does not ping-pong an event forever. Any marker counts, not only ours: an
-     event a replayer wrote is a copy, and copies are never copied again;
+   - copies written by a sync (their ``extra`` carries a marker) that no target needs:
+     every target is on the marker's path, or the copy would go past ``spec.maxHops``
+     (`forwarding`). So an A <-> B pair never ping-pongs, while a copy in B still goes on to
+     C (chains, hubs, rings). Any marker counts, not only ours. A copy some target needs is
+     published once; the replayers of targets on its path drop it (per target);
    - filtered out by ``spec.assets``.
 5. Wrap the rest in `Envelope`s and ``await publisher.publish``, at most
    `PollSettings.max_publish` at a time (in batch order).
@@ -29,7 +31,7 @@ delivered, and skipping it at once would lose it to a transient fault (a truncat
 a server mid-upgrade). So the poller holds the checkpoint below it and retries: while a row
 has failed fewer than `max_invalid_retries` consecutive polls, only events before it are
 handled (when the client tells its position through ``timestamp`` / ``event_id`` attributes
-on the `BadResponse`) or nothing at all (position unknown). After that the row is skipped for
+on the `InvalidRow`) or nothing at all (position unknown). After that the row is skipped for
 good: counted in ``eventsInvalid``, logged at error level with its event id, remembered so it
 is not counted again. A restart forgets that memory: the row is then held and counted once
 more.
@@ -44,12 +46,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from airflow_asset_sync.api.events import MARKER_KEY, Envelope, SourceEvent
+from airflow_asset_sync.api.events import Envelope, SourceEvent
 from airflow_asset_sync.api.redaction import masked_keys
-from airflow_asset_sync.api.spec import AssetFilter, StartFrom, SyncSpec
+from airflow_asset_sync.api.spec import DEFAULT_MAX_HOPS, AssetFilter, StartFrom, SyncSpec
 from airflow_asset_sync.api.status import Checkpoint, SourceGap, SourceStatus
 from airflow_asset_sync.api.transport import Publisher
-from airflow_asset_sync.clients.airflow.base import BadResponse, InvalidRow
+from airflow_asset_sync.clients.airflow.base import InvalidRow
 from airflow_asset_sync.worker.backoff import BackoffPolicy
 from airflow_asset_sync.worker.clock import Clock, sleep_or_stop, sleep_or_wake
 from airflow_asset_sync.worker.cursor import (
@@ -61,6 +63,7 @@ from airflow_asset_sync.worker.cursor import (
 )
 from airflow_asset_sync.worker.failures import FailureReport
 from airflow_asset_sync.worker.filters import EventFilter
+from airflow_asset_sync.worker.forwarding import Decision, decide_event
 from airflow_asset_sync.worker.health import Health
 from airflow_asset_sync.worker.metrics import WorkerMetrics
 from airflow_asset_sync.worker.offsets import OffsetStore
@@ -95,6 +98,8 @@ class PollResult:
     already_published: int
     held: int
     more: bool
+    #: Copies written by a sync that were published to go on (part of `published`).
+    forwarded: int = 0
 
 
 #: While events flow, the source is polled this many times more often than ``pollInterval``.
@@ -150,23 +155,21 @@ class PollPace:
         return delay
 
 
-def _invalid_key(exc: BadResponse) -> InvalidKey:
+def _invalid_key(exc: InvalidRow) -> InvalidKey:
     """A stable identity for an invalid row across polls, from the fields the client set.
 
     The event id when the row has a readable one; else where and what failed, without the
-    row's index (it moves as new events arrive: 2.x walks from the newest). An invalid row
-    without fields (not an `InvalidRow`) is known by its whole message.
+    row's index (it moves as new events arrive: 2.x walks from the newest). Never the
+    message: `EventPage.invalid` holds only `InvalidRow`s, so no wording is compared.
     """
-    if isinstance(exc, InvalidRow):
-        if exc.event_id is not None:
-            return ("id", exc.event_id)
-        return ("problem", exc.problem)
-    return ("message", str(exc))
+    if exc.event_id is not None:
+        return ("id", exc.event_id)
+    return ("problem", exc.problem)
 
 
-def _invalid_position(exc: BadResponse) -> tuple[datetime, int] | None:
+def _invalid_position(exc: InvalidRow) -> tuple[datetime, int] | None:
     """Where the row sorts (its timestamp, then id), or None when that cannot be read."""
-    if not isinstance(exc, InvalidRow) or exc.timestamp is None or exc.timestamp.tzinfo is None:
+    if exc.timestamp is None or exc.timestamp.tzinfo is None:
         return None
     return (exc.timestamp, exc.event_id if exc.event_id is not None else -1)
 
@@ -199,6 +202,10 @@ class PollSettings:
     max_publish: int = MAX_PUBLISH
     #: Back-off after a failed poll.
     error_backoff: BackoffPolicy = POLL_ERROR_BACKOFF
+    #: The targets' identities (``targets[].identity``) and ``spec.maxHops``: which copies
+    #: written by a sync go on (`forwarding.decide`). No targets: no copy goes on.
+    targets: tuple[str, ...] = ()
+    max_hops: int = DEFAULT_MAX_HOPS
 
     def __post_init__(self) -> None:
         if self.max_publish < 1:
@@ -224,6 +231,8 @@ class PollSettings:
             overlap=overlap,
             max_invalid_retries=max_invalid_retries,
             max_publish=max_publish,
+            targets=tuple(t.identity for t in spec.targets),
+            max_hops=spec.max_hops,
         )
 
 
@@ -344,15 +353,16 @@ class Poller:
         await self._check_gap(previous, batch)
         candidates = self._deliverable(batch)
 
-        published = looped = filtered = already = 0
+        published = looped = filtered = already = forwarded = 0
         chunk: list[Envelope] = []
-        counts = {"filtered": 0, "looped": 0, "already": 0}
+        counts = {"filtered": 0, "path": 0, "hop_limit": 0, "forwarded": 0, "already": 0}
         start = 0  # first candidate not yet counted and checkpointed
         for index, event in enumerate(candidates):
+            decision: Decision = "native"
             if event.id in self._published_keys:
                 counts["already"] += 1
-            elif MARKER_KEY in event.extra:
-                counts["looped"] += 1
+            elif (decision := self._forwarding(event)) in ("path", "hop_limit"):
+                counts[decision] += 1
             elif (reason := self._filter.rejection(event)) is not None:
                 counts["filtered"] += 1
                 log.debug(
@@ -360,6 +370,8 @@ class Poller:
                     extra={**self._log_extra, "event_id": event.id, "reason": reason},
                 )
             else:
+                if decision == "forwarded":
+                    counts["forwarded"] += 1
                 chunk.append(
                     Envelope(sync=self._settings.sync, origin=self._settings.origin, event=event)
                 )
@@ -373,7 +385,8 @@ class Poller:
                 self._count(handled, chunk, **counts)
                 published += len(chunk)
                 filtered += counts["filtered"]
-                looped += counts["looped"]
+                looped += counts["path"] + counts["hop_limit"]
+                forwarded += counts["forwarded"]
                 already += counts["already"]
                 await self._advance(
                     next_checkpoint(
@@ -406,6 +419,16 @@ class Poller:
             already_published=already,
             held=held,
             more=batch.more and held == 0,
+            forwarded=forwarded,
+        )
+
+    def _forwarding(self, event: SourceEvent) -> Decision:
+        """What becomes of `event` if it is a copy written by a sync (`forwarding`)."""
+        return decide_event(
+            event,
+            source=self._settings.origin,
+            targets=self._settings.targets,
+            max_hops=self._settings.max_hops,
         )
 
     async def _check_gap(self, previous: Checkpoint, batch: Batch) -> None:
@@ -502,13 +525,19 @@ class Poller:
         envelopes: Sequence[Envelope],
         *,
         filtered: int,
-        looped: int,
+        path: int,
+        hop_limit: int,
+        forwarded: int,
         already: int,
     ) -> None:
+        looped = path + hop_limit
         self._metrics.events_polled.inc(len(handled))
         self._metrics.events_published.inc(len(envelopes))
         self._metrics.events_filtered.labels(reason="filter").inc(filtered)
         self._metrics.events_filtered.labels(reason="synced").inc(looped)
+        self._metrics.copies_forwarding.labels(decision="forwarded").inc(forwarded)
+        self._metrics.copies_forwarding.labels(decision="path").inc(path)
+        self._metrics.copies_forwarding.labels(decision="hop_limit").inc(hop_limit)
         self._metrics.events_filtered.labels(reason="already_published").inc(already)
         self._note_masked(envelopes)
         self.status.events_published += len(envelopes)
@@ -528,7 +557,10 @@ class Poller:
                 },
             )
         if looped:
-            log.debug("events written by a sync not forwarded", extra={"count": looped})
+            log.debug(
+                "copies written by a sync not forwarded",
+                extra={**self._log_extra, "on_path": path, "hop_limit": hop_limit},
+            )
 
     def _deliverable(self, batch: Batch) -> list[SourceEvent]:
         """The prefix of the batch that may be handled now, given its invalid rows."""
@@ -568,7 +600,7 @@ class Poller:
             return list(batch.events)
         return [e for e in batch.events if e.sort_key < barrier]
 
-    def _skip_invalid(self, key: InvalidKey, exc: BadResponse, event_id: object) -> None:
+    def _skip_invalid(self, key: InvalidKey, exc: InvalidRow, event_id: object) -> None:
         self._skipped_invalid[key] = None
         while len(self._skipped_invalid) > _SKIPPED_MEMORY:
             self._skipped_invalid.popitem(last=False)

@@ -8,9 +8,10 @@ they already have (`replay_dedup`); it costs re-reading the source.
 
 What: the source events in ``[from, until]``, ``until`` being the spec's or else the live
 checkpoint when the replay starts (what is after it is the live stream's), with the live
-poller's rules (events that are copies are never forwarded; ``spec.assets``). They go through
-the same publisher as live events, tagged with a `ReplayTag`, at most `max_publish` per
-publish, in source order. Target rewrite rules apply in the replayers as for live events.
+poller's rules (a copy written by a sync only if a target is off its path, `forwarding`;
+``spec.assets``). They go through the same publisher as live events, tagged with a
+`ReplayTag`, at most `max_publish` per publish, in source order. Target rewrite rules
+apply in the replayers as for live events.
 
 Pace: the source is read one page at a time (the client's page limit) with `pause` between
 pages, the poller's pace while events flow: never more than the live catch-up asks of the
@@ -32,13 +33,14 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 
-from airflow_asset_sync.api.events import MARKER_KEY, Envelope, ReplayTag, SourceEvent
+from airflow_asset_sync.api.events import Envelope, ReplayTag, SourceEvent
 from airflow_asset_sync.api.spec import Replay
 from airflow_asset_sync.api.status import ReplayPhase, ReplayStatus, WorkerStatus
 from airflow_asset_sync.api.transport import Publisher
 from airflow_asset_sync.clients.airflow.base import AirflowClient, EventQuery
 from airflow_asset_sync.worker.clock import Clock, sleep_or_stop
 from airflow_asset_sync.worker.filters import EventFilter
+from airflow_asset_sync.worker.forwarding import decide_event
 from airflow_asset_sync.worker.offsets import OffsetStore
 from airflow_asset_sync.worker.poller import MAX_PUBLISH, POLL_ERROR_BACKOFF
 from airflow_asset_sync.worker.scan import pages
@@ -103,6 +105,8 @@ class ReplayRun:
         pause: float,
         max_publish: int = MAX_PUBLISH,
         target_wait: float = TARGET_WAIT_S,
+        forward_to: Sequence[str] = (),
+        max_hops: int = 1,
     ) -> None:
         self._replay = replay
         self._worker_status = status
@@ -118,6 +122,10 @@ class ReplayRun:
         self._pause = pause
         self._max_publish = max(1, max_publish)
         self._target_wait = target_wait
+        #: The targets' identities and ``spec.maxHops``: copies written by a sync are
+        #: re-sent by the poller's rule (`forwarding`); none by default.
+        self._forward_to = tuple(forward_to)
+        self._max_hops = max_hops
         self._tag = ReplayTag(id=replay.id, from_=replay.from_)
         #: Sort key of the last event handled (published or passed over): a retry after a
         #: source failure, and a page re-read after rows shifted, go on from there.
@@ -268,13 +276,20 @@ class ReplayRun:
             return False
         return self._last is None or event.sort_key > self._last
 
+    def _resent(self, event: SourceEvent) -> bool:
+        """What the poller would publish: native events, and copies some target needs."""
+        decision = decide_event(
+            event, source=self._origin, targets=self._forward_to, max_hops=self._max_hops
+        )
+        return decision in ("native", "forwarded") and self._filter.rejection(event) is None
+
     async def _publish(self, events: Sequence[SourceEvent], status: ReplayStatus) -> None:
         """Publish `events` (ascending) in chunks; counters and `_last` move after each."""
         chunk: list[Envelope] = []
         handled = 0
         for index, event in enumerate(events):
             handled += 1
-            if MARKER_KEY not in event.extra and self._filter.rejection(event) is None:
+            if self._resent(event):
                 chunk.append(
                     Envelope(sync=self._sync, origin=self._origin, event=event, replay=self._tag)
                 )

@@ -41,6 +41,10 @@ Exactly-once in the target, on top of at-least-once delivery:
   checks the target the same way (uncached) before writing again.
 - A replayed delivery (``spec.replay``, flagged on its envelope) is checked against every
   copy of its asset in the target since the replay's start, however old (`replay_dedup`).
+- A forwarded delivery (a copy of a copy: chains, hubs) is skipped, committed, if this target
+  is on its path (`forwarding.on_path`: the target had the event already), and otherwise
+  checked against the target before every write, since another path may have brought the
+  same origin event (the rule is in `copies`).
 
 Delivery modes (``targets[].delivery``):
 
@@ -88,10 +92,12 @@ from airflow_asset_sync.clients.airflow.base import (
 )
 from airflow_asset_sync.worker.backoff import Backoff, BackoffPolicy
 from airflow_asset_sync.worker.clock import Clock, sleep_or_stop
+from airflow_asset_sync.worker.copies import TargetCopies
 from airflow_asset_sync.worker.failures import FailureReport
+from airflow_asset_sync.worker.forwarding import on_path
 from airflow_asset_sync.worker.lease import WriteFence
 from airflow_asset_sync.worker.metrics import AssetLag, WorkerMetrics
-from airflow_asset_sync.worker.parking import ParkingLimits, ParkingLot, key_of, to_envelope
+from airflow_asset_sync.worker.parking import ParkingLimits, ParkingLot, to_envelope
 from airflow_asset_sync.worker.redelivery import COMMIT_BATCH
 from airflow_asset_sync.worker.replay_dedup import ReplayMarkers
 
@@ -99,7 +105,9 @@ log = logging.getLogger(__name__)
 
 #: (origin, source event id, sync): see `Marker.key`.
 Key = tuple[str, int, str]
-Check = Literal["cached", "fresh"] | None
+#: How the target is asked: ``cached`` (the suspect window's listing), ``batch`` (one listing
+#: per asset per batch: forwarded deliveries), ``fresh`` (a new listing).
+Check = Literal["cached", "batch", "fresh"] | None
 #: Saves the target's status durably (`OffsetStore.save_target`).
 SaveTarget = Callable[[TargetStatus], Awaitable[None]]
 
@@ -174,7 +182,10 @@ class Replayer:
         self._options = options
         self._recent: OrderedDict[Key, None] = OrderedDict()
         self._suspect_left = options.commit_batch
-        self._suspect_cache: dict[str, set[Key]] = {}
+        self._suspect_cache: dict[str, TargetCopies] = {}
+        #: Listings for forwarded deliveries, per asset, for the batch under way.
+        self._batch_cache: dict[str, TargetCopies] = {}
+        self._identity = target.identity
         #: Copies by marker for replayed deliveries (`spec.replay`): see `replay_dedup`.
         self._replays = ReplayMarkers(client, clock=clock, target=target.name)
         self._semaphore = asyncio.Semaphore(options.concurrency)
@@ -313,9 +324,13 @@ class Replayer:
         parked: set[int] = set()
         groups: dict[str, list[int]] = {}
         self._pending = {}
+        self._batch_cache = {}
         for index, delivery in enumerate(deliveries):
             if delivery.envelope is None:
                 self._foreign(delivery)
+                done.add(index)
+            elif on_path(delivery.envelope.marker(), self._identity):
+                self._on_path(delivery.envelope)
                 done.add(index)
             else:
                 uri = self._target.map_uri(delivery.envelope.event.uri)
@@ -347,7 +362,27 @@ class Replayer:
                 done.add(index)
 
         async def run_coalesced(uri: str, indexes: list[int]) -> None:
-            """One write for the asset's deliveries of this batch (``coalesce``)."""
+            """One write per run of the asset's deliveries of one origin (``coalesce``).
+
+            A coalesced target event has one marker and so one origin: forwarded copies of
+            another instance's events are coalesced among themselves, in order.
+            """
+            runs: list[list[int]] = []
+            for index in indexes:
+                envelope = deliveries[index].envelope
+                assert envelope is not None
+                origin = envelope.marker().origin
+                previous = deliveries[runs[-1][-1]].envelope if runs else None
+                if previous is not None and previous.marker().origin == origin:
+                    runs[-1].append(index)
+                else:
+                    runs.append([index])
+            for run in runs:
+                if not await run_one_write(uri, run):
+                    return
+
+        async def run_one_write(uri: str, indexes: list[int]) -> bool:
+            """One target event for `indexes`; False if the asset's later runs must wait."""
             envelopes = [deliveries[i].envelope for i in indexes]
             members = [e for e in envelopes if e is not None]
             if self._lot.is_parked(uri):
@@ -358,15 +393,16 @@ class Replayer:
                     members[-1], uri, check, stop, coalesced=tuple(members[:-1])
                 )
             if outcome is Outcome.STOPPED:
-                return
+                return False
             if outcome is Outcome.UNKNOWN:
                 # Parked one by one, in order; written one by one once the asset exists.
                 for index, envelope in zip(indexes, members, strict=True):
                     if not await self._park(envelope, uri, stop):
-                        return
+                        return False
                     parked.add(index)
-                return
+                return True  # later runs see the asset parked and park behind it
             done.update(indexes)
+            return True
 
         runner = run_coalesced if self._mode is DeliveryMode.COALESCE else run_group
         await asyncio.gather(*(runner(uri, idx) for uri, idx in groups.items()))
@@ -447,6 +483,9 @@ class Replayer:
         if self._recheck_left > 0:
             self._recheck_left -= 1
             check = check or "cached"
+        if check is None and any(m.marker().forwarded for m in members):
+            # Another path may have brought the same origin event (`copies`).
+            check = "fresh" if parked else "batch"
         backoff = self._options.backoff.start()
         rejections = 0
         while True:
@@ -467,10 +506,17 @@ class Replayer:
                             kept.append(member)
                     members = kept
                     if check is not None and members:
-                        keys = await self._target_keys(uri, cached=check == "cached")
-                        for member in [m for m in members if m.marker().key in keys]:
-                            self._deduplicated(member, uri, "already in target", lag=lag)
-                        members = [m for m in members if m.marker().key not in keys]
+                        copies = await self._target_keys(uri, check)
+                        kept = []
+                        for member in members:
+                            held = copies.holds(member.marker())
+                            if held is None:
+                                kept.append(member)
+                            elif held == "own":
+                                self._deduplicated(member, uri, "already in target", lag=lag)
+                            else:
+                                self._other_path(member, uri, lag=lag)
+                        members = kept
                         check = None
                     if not members:
                         return Outcome.DONE
@@ -480,7 +526,12 @@ class Replayer:
                         and await self._client.queued_consumers(uri) > 0
                     ):
                         return Outcome.WAIT
-                    ids = tuple(m.event.id for m in members) if len(members) > 1 else ()
+                    # Origin ids: a forwarded member stands for its origin's event(s).
+                    ids = (
+                        tuple(i for m in members for i in m.marker().event_ids)
+                        if len(members) > 1
+                        else ()
+                    )
                     await self._client.post_event(
                         uri,
                         envelope.target_extra(coalesced=ids),
@@ -535,18 +586,20 @@ class Replayer:
             extra={**self._log_extra, "deliveries": self._recheck_left},
         )
 
-    async def _target_keys(self, uri: str, *, cached: bool) -> set[Key]:
-        """Marker keys in the target for the asset; `cached` for the suspect window."""
-        if cached and uri in self._suspect_cache:
-            return self._suspect_cache[uri]
+    async def _target_keys(self, uri: str, check: Check) -> TargetCopies:
+        """The target's copies of the asset: cached for the suspect window (``cached``) or
+        the batch (``batch``), or listed anew (``fresh``)."""
+        cache = {"cached": self._suspect_cache, "batch": self._batch_cache}.get(check or "")
+        if cache is not None and uri in cache:
+            return cache[uri]
         keys = await self._marker_keys(uri)
-        if cached:
-            self._suspect_cache[uri] = keys
+        if cache is not None:
+            cache[uri] = keys
         return keys
 
-    async def _marker_keys(self, uri: str) -> set[Key]:
+    async def _marker_keys(self, uri: str) -> TargetCopies:
         """Marker keys on the target's newest events of this asset."""
-        keys: set[Key] = set()
+        keys = TargetCopies()
         limit = self._client.page_limit
         for page_no in range(self._options.dedup_pages):
             try:
@@ -566,7 +619,7 @@ class Replayer:
             for event in page.events:
                 marker = Marker.from_extra(event.extra)
                 if marker is not None:
-                    keys.update(marker.keys)  # every id of a coalesced event
+                    keys.add(marker)  # every id of a coalesced event
             if len(page.events) + len(page.invalid) < limit:
                 break
         return keys
@@ -729,7 +782,7 @@ class Replayer:
             if not skip and not awaiting and not await self._client.asset_exists(uri):
                 self._schedule_probe(uri)
                 return
-            keys: set[Key] = set()
+            keys = TargetCopies()
             if uri in self._lot_suspect:
                 keys = await self._marker_keys(uri)
                 self._lot_suspect.discard(uri)
@@ -745,7 +798,7 @@ class Replayer:
         since_save = 0
         while (head := self._lot.head(uri)) is not None:
             envelope = to_envelope(uri, head)
-            if key_of(head) in keys:
+            if keys.holds(envelope.marker()) is not None:
                 self._deduplicated(envelope, uri, "already in target", lag=False)
             else:
                 outcome = await self._deliver(envelope, uri, False, stop, parked=True)
@@ -846,6 +899,22 @@ class Replayer:
                 "asset_uri": uri,
                 "reason": why,
             },
+        )
+
+    def _other_path(self, envelope: Envelope, uri: str, *, lag: bool = True) -> None:
+        """A forwarded delivery whose origin event the target got by another path."""
+        self._deduplicated(envelope, uri, "already in target by another path", lag=lag)
+        self._metrics.events_other_path.labels(target=self._target.name).inc()
+
+    def _on_path(self, envelope: Envelope) -> None:
+        """A forwarded copy this target had already (it is on the copy's path): routing, not
+        a problem, so counted in the metric only (not ``eventsSkipped``), and logged at
+        debug level."""
+        self._metrics.events_skipped.labels(target=self._target.name, reason="on_path").inc()
+        self._progress(envelope)
+        log.debug(
+            "forwarded copy not written: this target is on its path",
+            extra={**self._log_extra, "event_id": envelope.event.id},
         )
 
     def _skipped(self, envelope: Envelope, reason: str, *, lag: bool = True) -> None:

@@ -707,6 +707,13 @@ def test_redact_url_drops_userinfo() -> None:
     assert redact_url("https://host/x") == "https://host/x"
 
 
+def test_redact_url_keeps_the_host_when_an_at_sign_follows_the_query() -> None:
+    # "?" and "#" end the authority (RFC 3986): an "@" after them is not userinfo.
+    assert redact_url("https://host?next=a@b") == "https://host?next=a@b"
+    assert redact_url("https://host#a@b") == "https://host#a@b"
+    assert redact_url("https://u:p@host?next=a@b") == "https://***@host?next=a@b"
+
+
 @pytest.mark.parametrize(
     ("url", "match"),
     [

@@ -97,13 +97,15 @@ def test_spec_matches_sync_spec_model(schema: dict[str, Any]) -> None:
 def test_status_matches_status_models(schema: dict[str, Any]) -> None:
     status = schema["properties"]["status"]
     problems: list[str] = []
-    operator_fields = {"observedGeneration", "conditions", "pokeUrl"}
+    operator_fields = {"observedGeneration", "conditions", "pokeUrl", "lastHandledConfiguration"}
     worker_props = {k: v for k, v in status["properties"].items() if k not in operator_fields}
     _compare_model(api_status.WorkerStatus, {"properties": worker_props}, "status", problems)
     _compare_type(
         int, status["properties"]["observedGeneration"], "status.observedGeneration", problems
     )
     _compare_type(str, status["properties"]["pokeUrl"], "status.pokeUrl", problems)
+    last = status["properties"]["lastHandledConfiguration"]
+    _compare_type(str, last, "status.lastHandledConfiguration", problems)
     _compare_type(
         api_status.Condition,
         status["properties"]["conditions"]["items"],

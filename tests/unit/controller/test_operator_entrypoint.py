@@ -11,16 +11,17 @@ import pytest
 from airflow_asset_sync import controller
 from airflow_asset_sync.controller import entrypoint, handlers
 from airflow_asset_sync.controller.config import OperatorConfig
+from airflow_asset_sync.controller.diffbase import StatusDiffBase
 from support.fake_kube import FakeKube
 
 
-def test_settings_keep_kopf_state_out_of_status() -> None:
+def test_settings_keep_kopf_state_in_typed_places() -> None:
     settings = entrypoint.build_settings(clusterwide=True, peering=None, priority=None)
     progress = settings.persistence.progress_storage
     diffbase = settings.persistence.diffbase_storage
     assert isinstance(progress, kopf.AnnotationsProgressStorage)
-    assert isinstance(diffbase, kopf.AnnotationsDiffBaseStorage)
-    assert progress.prefix == diffbase.prefix == "airflow-asset-sync.github.io"
+    assert progress.prefix == "airflow-asset-sync.github.io"
+    assert isinstance(diffbase, StatusDiffBase)  # status.lastHandledConfiguration (a string)
     assert settings.persistence.finalizer == "airflow-asset-sync.github.io/cleanup"
     assert settings.watching.server_timeout == entrypoint.WATCH_SERVER_TIMEOUT_SECONDS
     assert settings.posting.level == logging.WARNING

@@ -32,7 +32,6 @@ from airflow_asset_sync.clients.airflow.base import (
     AirflowError,
     AssetNotFound,
     BadRequest,
-    BadResponse,
     EventPage,
     EventQuery,
     InvalidRow,
@@ -41,7 +40,7 @@ from airflow_asset_sync.clients.airflow.base import (
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 Version = Literal["v1", "v2"]
-InvalidMode = Literal["anonymous", "id", "positioned", "message"]
+InvalidMode = Literal["anonymous", "id", "positioned"]
 
 
 class FakeAirflow:
@@ -159,13 +158,10 @@ class FakeAirflow:
             return self.server_limit if self.api_version == "v1" else 0
         return min(requested, self.server_limit)
 
-    def _bad_row(self, event: SourceEvent, index: int) -> BadResponse:
+    def _bad_row(self, event: SourceEvent, index: int) -> InvalidRow:
         where = "GET http://airflow/api/events (HTTP 200)"
         problem = f"{where}: field 'uri' has the wrong type"
         message = f"{where}: event {event.id} row {index}: field 'uri' has the wrong type"
-        if self.invalid_mode == "message":
-            # A client that attaches nothing (none of ours does): only the message tells.
-            return BadResponse(f"{where}: event {event.id}: field 'uri' has the wrong type")
         if self.invalid_mode == "anonymous":
             # A row whose id and timestamp do not parse either.
             return InvalidRow(f"{where}: row {index}: not an object", problem=f"{where}: bad")

@@ -31,6 +31,7 @@ import random
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -147,7 +148,16 @@ class HostileSource:
         spoil = self.plan.pop(0) if self.plan else ("clean", {})
         if spoil[0] != "clean":
             self.spoiled += 1
-        return _spoiled(spoil, body, self.api)
+        response = _spoiled(spoil, body, self.api)
+        # The server's clock, as Airflow's HTTP Date gives it (whole seconds, floored), so the
+        # cursor's settled bound is exercised and `covered` checks it.
+        response.headers["Date"] = format_datetime(self.now().replace(microsecond=0), usegmt=True)
+        return response
+
+    def now(self) -> datetime:
+        """The source's clock: a second past the newest row, so every late row (`add`, 2 s
+        behind the newest) stays within the cursor's overlap of it, as in real Airflow."""
+        return max((r.timestamp for r in self.rows), default=T0) + timedelta(seconds=1)
 
     def _listing(self, params: httpx.QueryParams) -> dict[str, Any]:
         limit = min(int(params["limit"]), PAGE)

@@ -359,25 +359,6 @@ async def test_invalid_row_without_position_holds_the_whole_batch() -> None:
     assert rig.poller.status.events_invalid == 1
 
 
-async def test_an_invalid_row_without_fields_holds_the_batch_until_it_is_skipped(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    # A client that attaches nothing (none of ours): its position is unknown, so the whole
-    # batch waits; it is known by its whole message, nothing parses the wording.
-    rig = Rig(version="v1")
-    rig.server.invalid_mode = "message"
-    bad = rig.server.emit("s3://b/x", at=at(1))
-    rig.server.invalid_ids = {bad.id}
-    for i in range(3):
-        rig.server.emit("s3://b/x", at=at(2 + i))
-        await rig.poller.poll_once()
-        assert rig.publisher.ids == []
-    with caplog.at_level("ERROR", logger="airflow_asset_sync.worker.poller"):
-        await rig.poller.poll_once()
-    assert sorted(rig.publisher.ids) == [2, 3, 4]
-    assert rig.poller.status.events_invalid == 1
-
-
 async def test_an_invalid_row_with_a_position_holds_back_only_what_follows_it() -> None:
     """A client that attaches the row's timestamp too (ours do not: `wire.parse_event` says
     why): rows before it flow at once, rows after it wait below it."""

@@ -359,3 +359,25 @@ async def test_stores_keep_the_replay_outcome(tmp_path: Path) -> None:
     (patch,) = kube.patches
     assert set(patch) == {"replay"}  # the worker's key only: never conditions
     assert patch["replay"]["phase"] == "Succeeded" and patch["replay"]["message"] is None
+
+
+async def test_a_replay_resends_copies_by_the_forwarding_rule() -> None:
+    """A copy in the source (written by another sync) is re-sent like a live one: only if
+    the target is off its path (`forwarding`)."""
+    history = History()
+    elsewhere = "http://c:8080"
+    when = T0 - timedelta(hours=5)
+    for origin, event_id in ((elsewhere, 901), (B, 902)):
+        copy = Marker(origin=origin, event_id=event_id, timestamp=when, sync="x/y", path=(origin,))
+        history.source.emit(URI, at=when, extra={MARKER_KEY: copy.to_json()}, source_dag_id=None)
+
+    status = await history.run(replay_spec({"id": "r1", "from": iso(25)}))
+
+    assert status.replay is not None and status.replay.phase == "Succeeded"
+    forwarded = [
+        m
+        for row in history.target.rows
+        if (m := Marker.from_extra(row.extra)) is not None and m.forwarded
+    ]
+    # 901 was born in C: it goes on to B, path (C, A); 902 was born in B: not sent back.
+    assert [(m.origin, m.event_id, m.path) for m in forwarded] == [(elsewhere, 901, (elsewhere, A))]

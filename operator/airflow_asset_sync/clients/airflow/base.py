@@ -113,7 +113,7 @@ class EventPage:
     events: list[SourceEvent]
     total_entries: int | None
     #: Rows the server returned that failed validation; never silently dropped by callers.
-    invalid: list[BadResponse] = field(default_factory=list)
+    invalid: list[InvalidRow] = field(default_factory=list)
     #: The server's clock when it answered (its HTTP ``Date`` header, whole seconds, never
     #: later than the true time); None when absent or unreadable. The cursor uses it to stop
     #: re-reading the part of the overlap window that can no longer change.

@@ -86,7 +86,7 @@ PASSWORD_ON_V1_HINT = (
     " 'password' is for Airflow 3"
 )
 
-_USERINFO = re.compile(r"(?<=://)[^/@\s]*@")
+_USERINFO = re.compile(r"(?<=://)[^/?#@\s]*@")
 #: Header-shaped credentials ("Bearer eyJ...") in server-provided text, as a second line
 #: of defence behind scrubbing the known values (case-sensitive, so prose like "basic auth"
 #: survives).

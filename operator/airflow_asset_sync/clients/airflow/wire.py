@@ -9,7 +9,7 @@ Trust rules:
 - Every field is checked for its exact JSON type: pydantic's lax mode would turn ``"12"``
   or ``true`` into an id, and an event built from a coerced id is one we would dedupe and
   mark wrongly. No coercion anywhere (`model_validate(..., strict=True)` as a second gate).
-- One bad row never sinks a page: it becomes a `BadResponse` in `EventPage.invalid`, named
+- One bad row never sinks a page: it becomes an `InvalidRow` in `EventPage.invalid`, named
   by row index, event id (when known) and the field as the server spells it. A poller can
   then count it and move on instead of stalling on one event forever.
 - A body that is not JSON, or not the documented top-level shape, raises `BadResponse`
@@ -282,11 +282,11 @@ def parse_event_page(body: object, *, schema: Schema, where: str) -> EventPage:
         got = "nothing" if key not in body else type_name(rows)
         raise BadResponse(f"{where}: expected '{key}' to be an array, got {got}")
     events: list[SourceEvent] = []
-    invalid: list[BadResponse] = []
+    invalid: list[InvalidRow] = []
     for index, row in enumerate(rows):
         try:
             events.append(parse_event(row, schema=schema, where=where, index=index))
-        except BadResponse as exc:
+        except InvalidRow as exc:
             invalid.append(exc)
     total = body.get("total_entries")
     return EventPage(

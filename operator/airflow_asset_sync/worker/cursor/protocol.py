@@ -8,7 +8,7 @@ from typing import Protocol
 
 from airflow_asset_sync.api.events import SourceEvent
 from airflow_asset_sync.api.status import Checkpoint
-from airflow_asset_sync.clients.airflow.base import BadResponse
+from airflow_asset_sync.clients.airflow.base import InvalidRow
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,7 @@ class Batch:
 
     events: list[SourceEvent]
     reread: dict[int, datetime] = field(default_factory=dict)
-    invalid: list[BadResponse] = field(default_factory=list)
+    invalid: list[InvalidRow] = field(default_factory=list)
     more: bool = False
     #: The earliest server time among the read's responses (None if one lacked it): rows
     #: older than ``server_time - overlap`` were all visible when this read ran.

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 
 from airflow_asset_sync.api.events import SourceEvent
 from airflow_asset_sync.api.status import Checkpoint
-from airflow_asset_sync.clients.airflow.base import AirflowClient, BadResponse, EventQuery
+from airflow_asset_sync.clients.airflow.base import AirflowClient, EventQuery, InvalidRow
 from airflow_asset_sync.worker.cursor import checkpoint as window
 from airflow_asset_sync.worker.cursor import paging
 from airflow_asset_sync.worker.cursor.protocol import Batch
@@ -32,7 +32,7 @@ DEFAULT_MAX_BATCH = 10_000
 class _Page:
     offset: int
     events: list[SourceEvent]  # in server order: timestamp descending, ties in any order
-    invalid: list[BadResponse]
+    invalid: list[InvalidRow]
     rows: int
     end: bool
     server_time: datetime | None = None

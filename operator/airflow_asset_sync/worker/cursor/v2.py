@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 from airflow_asset_sync.api.events import SourceEvent
 from airflow_asset_sync.api.status import Checkpoint
-from airflow_asset_sync.clients.airflow.base import AirflowClient, BadResponse, EventQuery
+from airflow_asset_sync.clients.airflow.base import AirflowClient, EventQuery, InvalidRow
 from airflow_asset_sync.worker.cursor import checkpoint as window
 from airflow_asset_sync.worker.cursor import paging
 from airflow_asset_sync.worker.cursor.protocol import Batch
@@ -65,7 +65,7 @@ class V2Cursor:
         limit = self._client.page_limit
         seen = set(checkpoint.seen_ids)
         collected: list[SourceEvent] = []
-        invalid: list[BadResponse] = []
+        invalid: list[InvalidRow] = []
         offset = 0
         unseen = 0
         more = False
