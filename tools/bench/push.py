@@ -49,7 +49,7 @@ from typing import Any
 import httpx
 
 from bench.common import Profile, Results, log, summary
-from bench.counted import CountedSource, server_requests
+from bench.counted import CountedSource, access_log_times, requests_between
 from bench.latency import _errors as worker_errors
 from bench.stack import Stack, pool
 from bench.traffic import CreatedEvent, Delivery, EventWriter, collect, match_synced, parse_ts
@@ -510,7 +510,7 @@ def phase_idle(pair: Pair, results: Results, *, idle_s: float) -> dict[str, Any]
     worker = push.metric(SOURCE_REQUESTS, role="source") - worker_before
     pokes = push.metric("aas_pokes_total") - pokes_before
     time.sleep(2)  # let the server's log lines of the window's last second out
-    at_server = server_requests(pair.source, start, end)
+    at_server = requests_between(access_log_times(pair.source), start, end)
     rate = at_server / (end - start)
     figures = {
         "window_s": end - start,

@@ -32,7 +32,7 @@ from airflow_asset_sync.clients.airflow.http import HttpOptions
 from airflow_asset_sync.worker.poller import PollPace
 from airflow_asset_sync.worker.replayer import ReplayerOptions
 from bench.common import Results, Sampler, log, memory, summary
-from bench.counted import server_requests
+from bench.counted import access_log_times, requests_between
 from bench.profiling import Profiler
 from bench.stack import Stack, pool
 from bench.traffic import post_concurrently
@@ -230,12 +230,13 @@ def drain(
         rss.stop()
         proc.stop()
     time.sleep(1.5)  # the server's log lines of the last second
-    source_requests = server_requests(source, math.floor(wall_start), wall_end)
-    after_burst_rate = server_requests(source, wall_requests, wall_end) / max(
+    logged = access_log_times(source)  # the log read once for the three windows
+    source_requests = requests_between(logged, math.floor(wall_start), wall_end)
+    after_burst_rate = requests_between(logged, wall_requests, wall_end) / max(
         wall_end - wall_requests, 1.0
     )
     quiet_rate = (
-        server_requests(source, quiet, wall_end) / max(wall_end - quiet, 1.0)
+        requests_between(logged, quiet, wall_end) / max(wall_end - quiet, 1.0)
         if quiet is not None and wall_end > quiet
         else None
     )

@@ -23,8 +23,6 @@ second PATCH on every create, and nothing of ours reads it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import kopf
 
 from airflow_asset_sync.api.spec import GROUP
@@ -48,7 +46,7 @@ class StatusDiffBase(kopf.MultiDiffBaseStorage):
     def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
         self._status.store(body=body, patch=patch, essence=essence)
         annotations = body.metadata.annotations
-        for key in _legacy_keys(self._legacy, body):
+        for key in self._legacy.make_keys(self._legacy.key, body=body):
             if key in annotations:
                 patch.metadata.annotations[key] = None
 
@@ -61,7 +59,3 @@ class ProgressAnnotations(kopf.AnnotationsProgressStorage):
 
     def _store_marker(self, prefix: str, patch: kopf.Patch, body: kopf.Body) -> None:
         """Not stored: see the module's docstring (kopf calls this on every store)."""
-
-
-def _legacy_keys(storage: kopf.AnnotationsDiffBaseStorage, body: kopf.Body) -> Iterable[str]:
-    return storage.make_keys(storage.key, body=body)
